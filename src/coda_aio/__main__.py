@@ -1,0 +1,87 @@
+"""``python -m coda_aio``: command line -> settings -> run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from .config import ConfigError, Settings, take_service_principal
+
+DEMO_USER = "demo.user@example.com"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m coda_aio",
+        description=(
+            "Coding agents in a browser terminal, wired to a Databricks workspace. "
+            "Open the printed URL; on first use the terminal asks for a personal access token, "
+            "which coda_aio exchanges for short-lived tokens it rotates by itself. "
+            "Environment variables (DATABRICKS_HOST, CODA_*) are described in the README."
+        ),
+    )
+    parser.add_argument("--host", help="address the web server binds (default 127.0.0.1; 0.0.0.0 in App mode; env CODA_BIND)")
+    parser.add_argument("--port", type=int, help="web port (default 8000; env DATABRICKS_APP_PORT)")
+    parser.add_argument("--proxy-port", type=int, help="port of the token-injecting proxy on 127.0.0.1 (default 4000; env CODA_PROXY_PORT)")
+    parser.add_argument(
+        "--demo-workspace",
+        action="store_true",
+        help="run an in-process stand-in for a Databricks workspace on loopback and print a token to paste: "
+        "the whole flow with no real workspace",
+    )
+    return parser.parse_args(argv)
+
+
+async def build_app(settings: Settings) -> web.Application:
+    from .server import create_app
+
+    if not settings.demo_workspace:
+        return create_app(settings)
+    from .testing.fake_workspace import FakeWorkspace
+
+    fake = FakeWorkspace()
+    fake.add_user(DEMO_USER)
+    url = await fake.start("127.0.0.1", 0)
+    app = create_app(settings.with_changes(host=url))
+
+    async def stop_fake(_app: web.Application) -> None:
+        await fake.stop()
+
+    app.on_cleanup.append(stop_fake)
+    bootstrap = fake.issue_pat(DEMO_USER, comment="demo bootstrap token")
+    print(f"Demo workspace on {url} (user {DEMO_USER}).")
+    print(f"Paste this bootstrap token when the terminal asks for one:\n\n    {bootstrap}\n", flush=True)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(
+            os.environ, host=args.host, port=args.port, proxy_port=args.proxy_port, demo_workspace=args.demo_workspace
+        )
+    except ConfigError as e:
+        print(f"coda_aio: {e}", file=sys.stderr)
+        return 2
+    # From here on only `settings` holds the service principal's secret: no child inherits it.
+    take_service_principal(os.environ)
+    shown = "localhost" if settings.bind in ("127.0.0.1", "0.0.0.0") else settings.bind
+    print(f"coda_aio: open http://{shown}:{settings.port} (proxy on {settings.proxy_url})", flush=True)
+    web.run_app(
+        build_app(settings),
+        host=settings.bind,
+        port=settings.port,
+        shutdown_timeout=5,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

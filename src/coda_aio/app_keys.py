@@ -1,0 +1,33 @@
+"""Typed keys for the objects the app factory creates and the route modules use.
+
+Domain modules (pty_bridge, rotator, proxy, ...) never import this module: they are
+plain classes, and only the web layer looks them up on the app. The types are imported
+for type checkers only, so importing a route module never drags in the whole app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .owner import OwnerCheck
+    from .proxy import ProxyServer
+    from .pty_bridge import SessionManager
+    from .rotator import Rotator
+    from .setup_steps import SetupRunner
+    from .token_store import TokenStore
+    from .workspace import Workspace
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
+SESSIONS: web.AppKey[SessionManager] = web.AppKey("sessions")
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+WORKSPACE: web.AppKey[Workspace] = web.AppKey("workspace")
+ROTATOR: web.AppKey[Rotator] = web.AppKey("rotator")
+PROXY: web.AppKey[ProxyServer] = web.AppKey("proxy")
+SETUP: web.AppKey[SetupRunner] = web.AppKey("setup")
+OWNER: web.AppKey[OwnerCheck] = web.AppKey("owner")

@@ -1,0 +1,185 @@
+"""One frozen settings object, read once from the environment and the command line.
+
+Everything tunable lives here so that the rest of the code never reads ``os.environ``;
+tests build a ``Settings`` directly and can run several apps side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+# Variables that carry credentials. They are never passed to a PTY, and the service
+# principal pair is removed from os.environ at startup (see take_service_principal).
+SECRET_ENV_VARS = (
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_ID",
+    "DATABRICKS_CLIENT_SECRET",
+)
+
+AUTH_MODES = ("pat", "service-principal")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the app cannot use; the message names the variable."""
+
+
+def normalize_host(raw: str | None) -> str | None:
+    """Workspace URL with a scheme and no trailing slash; ``https://`` is assumed."""
+    if raw is None or not raw.strip():
+        return None
+    host = raw.strip().rstrip("/")
+    if not host.startswith(("https://", "http://")):
+        host = "https://" + host
+    return host
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    host: str | None = None
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    proxy_port: int = 4000
+    app_name: str | None = None
+    # repr=False keeps the secret out of any log line that prints the settings.
+    client_id: str | None = field(default=None, repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+    auth_mode: str = "pat"
+    gateway_host: str | None = None
+    rotation_interval: float = 600.0
+    token_lifetime: int = 900
+    revoke_grace: float = 60.0
+    profile: str = "coda"
+    max_sessions: int = 8
+    idle_timeout: float = 86400.0
+    install_agents: bool = True
+    demo_workspace: bool = False
+    # Timeout for each call to the workspace (SCIM, token create/delete/list).
+    workspace_timeout: float = 30.0
+
+    @property
+    def app_mode(self) -> bool:
+        """Running as a Databricks App: owner-only access, fail closed."""
+        return self.app_name is not None
+
+    @property
+    def databrickscfg_path(self) -> Path:
+        return self.home / ".databrickscfg"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / ".coda"
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.home / "projects"
+
+    @property
+    def npm_prefix(self) -> Path:
+        """Where agent CLIs are installed with npm; its bin/ is put on each PTY's PATH."""
+        return self.home / ".npm-global"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def with_changes(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        proxy_port: int | None = None,
+        demo_workspace: bool = False,
+    ) -> "Settings":
+        """Settings from environment variables; command-line values (when given) win."""
+        app_name = env.get("DATABRICKS_APP_NAME") or None
+        app_mode = app_name is not None
+        home = Path(env.get("HOME") or Path.home())
+        auth_mode = env.get("CODA_AUTH_MODE", "pat") or "pat"
+        if auth_mode not in AUTH_MODES:
+            raise ConfigError(f"CODA_AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}")
+        settings = cls(
+            home=home,
+            host=normalize_host(env.get("DATABRICKS_HOST")),
+            bind=host or env.get("CODA_BIND") or ("0.0.0.0" if app_mode else "127.0.0.1"),
+            port=port if port is not None else _int(env, "DATABRICKS_APP_PORT", 8000),
+            proxy_port=proxy_port if proxy_port is not None else _int(env, "CODA_PROXY_PORT", 4000),
+            app_name=app_name,
+            client_id=env.get("DATABRICKS_CLIENT_ID") or None,
+            client_secret=env.get("DATABRICKS_CLIENT_SECRET") or None,
+            auth_mode=auth_mode,
+            gateway_host=normalize_host(env.get("DATABRICKS_GATEWAY_HOST")),
+            rotation_interval=_float(env, "CODA_ROTATION_INTERVAL_SECONDS", 600.0, minimum=1.0),
+            token_lifetime=_int(env, "CODA_TOKEN_LIFETIME_SECONDS", 900, minimum=1),
+            revoke_grace=_float(env, "CODA_REVOKE_GRACE_SECONDS", 60.0),
+            profile=env.get("CODA_PROFILE") or ("DEFAULT" if app_mode else "coda"),
+            max_sessions=_int(env, "CODA_MAX_SESSIONS", 8, minimum=1),
+            idle_timeout=_float(env, "CODA_IDLE_TIMEOUT_SECONDS", 86400.0, minimum=1.0),
+            install_agents=_flag(env, "CODA_INSTALL_AGENTS", True),
+            demo_workspace=demo_workspace,
+        )
+        if settings.token_lifetime <= settings.rotation_interval:
+            raise ConfigError(
+                "CODA_TOKEN_LIFETIME_SECONDS must be longer than CODA_ROTATION_INTERVAL_SECONDS, "
+                "or tokens would expire before they are rotated"
+            )
+        if auth_mode == "service-principal" and not (settings.client_id and settings.client_secret):
+            raise ConfigError(
+                "CODA_AUTH_MODE=service-principal needs DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
+            )
+        return settings
+
+
+def take_service_principal(environ: os._Environ | dict) -> None:
+    """Remove the service principal's credentials from the process environment.
+
+    Settings already hold them; once gone from os.environ no child process (PTY, npm,
+    agent) can inherit them.
+    """
+    for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+        environ.pop(name, None)

@@ -1,0 +1,46 @@
+"""``/api/pat-status`` and ``/api/configure-pat``: the first-use credential flow."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .app_keys import ROTATOR, SETTINGS, TOKENS
+from .rotator import ConfigureError
+from .web_json import read_json_object
+
+# The workspace page where a user creates a personal access token.
+TOKEN_PAGE_PATH = "/settings/user/developer/access-tokens"
+
+
+async def pat_status(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    tokens = request.app[TOKENS]
+    return web.json_response(
+        {
+            "configured": tokens.state != "missing",
+            "valid": tokens.state == "valid",
+            "user": tokens.info.user,
+            "workspace_host": settings.host,
+            "token_page_url": f"{settings.host}{TOKEN_PAGE_PATH}" if settings.host else None,
+            "last_error": request.app[ROTATOR].last_error or tokens.flush_error,
+        }
+    )
+
+
+async def configure_pat(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    token = body.get("token")
+    if not isinstance(token, str):
+        return web.json_response({"error": 'Send {"token": "<your personal access token>"}.'}, status=400)
+    try:
+        result = await request.app[ROTATOR].configure(token)
+    except ConfigureError as e:
+        return web.json_response({"error": e.message}, status=e.status)
+    return web.json_response(
+        {"status": "ok", "user": result.user, "pasted_token": result.pasted_token, "message": result.message}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/pat-status", pat_status)
+    app.router.add_post("/api/configure-pat", configure_pat)

@@ -1,0 +1,197 @@
+"""The app factory: routes, middlewares, and the startup/cleanup of every background part.
+
+Every long-lived object (token store, sessions, rotator, proxy, setup runner) is created
+here and stored on the app under a key from ``app_keys``, so tests can run several apps
+side by side. Background work starts and stops in ``cleanup_ctx``, declared in order:
+startup runs top to bottom, cleanup bottom to top.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import __version__, credential_routes, terminal_routes, web_routes
+from .app_keys import HTTP, OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
+from .config import Settings
+from .owner import OwnerCheck, owner_middleware
+from .proxy import ProxyServer
+from .pty_bridge import SessionManager, build_env
+from .rotator import Rotator
+from .setup_steps import SetupRunner, agent_install_steps
+from .token_store import TokenStore
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+# No inline scripts or styles: everything the page runs is served from this origin.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": ...}`` JSON, never as aiohttp's HTML page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        return json_error(e.status, message)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    tokens = app[TOKENS]
+    rotator = app[ROTATOR]
+    age = tokens.age_seconds()
+    body = {
+        "status": "ok",
+        "version": __version__,
+        "sessions": len(app[SESSIONS]),
+        "token": {
+            "state": tokens.state,
+            "age_seconds": None if age is None else round(age, 1),
+            "next_rotation_seconds": rotator.next_rotation_seconds(),
+        },
+        "mode": "app" if settings.app_mode else "local",
+        "owner_check": app[OWNER].status,
+        "workspace_configured": settings.host is not None,
+    }
+    return web.json_response(body)
+
+
+# --- startup and cleanup, in order ------------------------------------------------
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One pooled client session for every call to the workspace."""
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(auto_decompress=True)
+    app[HTTP] = session
+    if settings.host:
+        app[WORKSPACE] = Workspace(settings.host, session, timeout=settings.workspace_timeout)
+    yield
+    await session.close()
+
+
+async def owner_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[OWNER].start()
+    yield
+    await app[OWNER].stop()
+
+
+async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    sessions = app[SESSIONS]
+    await sessions.start()
+    yield
+    await sessions.close()
+
+
+async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    proxy = ProxyServer(
+        tokens=app[TOKENS],
+        workspace_host=settings.host,
+        gateway_host=settings.gateway_host,
+        key_path=settings.state_dir / "proxy-key",
+        on_upstream_rejected=lambda: app[ROTATOR].check_soon(),
+    )
+    app[PROXY] = proxy
+    await proxy.start("127.0.0.1", settings.proxy_port)
+    yield
+    await proxy.stop()
+
+
+async def rotator_ctx(app: web.Application) -> AsyncIterator[None]:
+    rotator = app[ROTATOR]
+    rotator.attach(app.get(WORKSPACE), sessions_active=lambda: len(app[SESSIONS]) > 0)
+    await rotator.start()
+    yield
+    await rotator.stop()
+
+
+async def setup_ctx(app: web.Application) -> AsyncIterator[None]:
+    runner = app[SETUP]
+    runner.start()
+    yield
+    await runner.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[json_errors, security_headers, owner_middleware],
+        # configure-pat and session bodies are tiny; a huge body is refused with a 413.
+        client_max_size=64 * 1024,
+    )
+    app[SETTINGS] = settings
+    tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
+    app[TOKENS] = tokens
+    app[OWNER] = OwnerCheck(settings)
+    app[SESSIONS] = SessionManager(
+        max_sessions=settings.max_sessions,
+        idle_timeout=settings.idle_timeout,
+        cwd=settings.projects_dir,
+        env=build_env(os.environ, pty_extra_env(settings)),
+    )
+    app[ROTATOR] = Rotator(settings, tokens)
+    steps = agent_install_steps(settings) if settings.install_agents else []
+    app[SETUP] = SetupRunner(steps)
+
+    app.cleanup_ctx.extend([http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, rotator_ctx, setup_ctx])
+
+    # A token that dies tells every open terminal, so the UI can ask for a new one.
+    tokens.subscribe(lambda state: app[SESSIONS].broadcast({"type": "token", "state": state}))
+
+    app.router.add_get("/health", health)
+    credential_routes.add_routes(app)
+    terminal_routes.add_routes(app)
+    web_routes.add_routes(app)
+    return app
+
+
+def pty_extra_env(settings: Settings) -> dict[str, str]:
+    """What every terminal gets on top of the (scrubbed) process environment."""
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    extra = {
+        "HOME": str(settings.home),
+        "PATH": f"{settings.npm_prefix / 'bin'}:{path}",
+        "DATABRICKS_CONFIG_PROFILE": settings.profile,
+    }
+    if settings.host:
+        extra["DATABRICKS_HOST"] = settings.host
+    return extra
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def uptime_since(start: float) -> float:
+    return time.monotonic() - start

@@ -1,0 +1,27 @@
+"""Reading JSON request bodies with errors a person can act on (never a 5xx)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict:
+    """The body as a JSON object; raises a 400 with a message for anything else."""
+    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise _bad_request("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad_request("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise _bad_request("The request body must be a JSON object.")
+    return body

@@ -1,0 +1,194 @@
+"""The profile editor keeps every byte it does not own, and never writes what it cannot parse."""
+
+from __future__ import annotations
+
+import configparser
+import http.server
+import threading
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coda_aio.databrickscfg import ConfigFileError, read_profile, render_profile, update_profile
+
+NEW = {"host": "https://ws.example.com", "token": "dapi-new"}
+
+USER_FILE = """\
+; my settings, do not lose
+[DEFAULT]
+host = https://default.example.com
+token = dapi-default
+
+# notebook profile
+[notebooks]
+host = https://nb.example.com
+token = dapi-notebooks
+cluster_id = 0123
+
+[coda]
+host = https://old.example.com
+token = dapi-old
+extra = keep me
+  continued line
+
+[ci]
+token: dapi-ci
+"""
+
+
+def lines_other_than(text: str, section: str) -> list[str]:
+    out, current = [], None
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = line.strip("[] ")
+        if current != section:
+            out.append(line)
+    return out
+
+
+def test_updates_only_our_profile_byte_for_byte(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text(USER_FILE)
+    update_profile(cfg, "coda", NEW)
+    text = cfg.read_text()
+    assert lines_other_than(text, "coda") == lines_other_than(USER_FILE, "coda")
+    assert "extra = keep me\n  continued line\n" in text
+    assert read_profile(cfg, "coda") == {"host": NEW["host"], "token": NEW["token"], "extra": "keep me\ncontinued line"}
+    assert read_profile(cfg, "notebooks")["token"] == "dapi-notebooks"
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+
+
+def test_creates_file_and_profile(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    update_profile(cfg, "coda", NEW)
+    assert cfg.read_text() == "[coda]\nhost = https://ws.example.com\ntoken = dapi-new\n"
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+
+
+def test_appends_profile_after_file_without_trailing_newline(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[ci]\ntoken = dapi-ci")
+    update_profile(cfg, "coda", NEW)
+    text = cfg.read_text()
+    assert text.startswith("[ci]\ntoken = dapi-ci\n\n[coda]\n")
+    assert read_profile(cfg, "ci") == {"token": "dapi-ci"}
+
+
+def test_keeps_crlf_and_bom(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    original = "\ufeff[ci]\r\ntoken = dapi-ci\r\n\r\n[coda]\r\ntoken = dapi-old\r\n"
+    cfg.write_bytes(original.encode())
+    update_profile(cfg, "coda", NEW)
+    raw = cfg.read_bytes()
+    assert raw.startswith("\ufeff[ci]\r\ntoken = dapi-ci\r\n\r\n[coda]\r\n".encode())
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert read_profile(cfg, "coda") == {"token": "dapi-new", "host": NEW["host"]}
+
+
+def test_default_profile_in_app_mode(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[DEFAULT]\nhost = https://old\n\n[ci]\ntoken = dapi-ci\n")
+    update_profile(cfg, "DEFAULT", NEW)
+    assert read_profile(cfg, "DEFAULT") == NEW
+    assert cfg.read_text().endswith("[ci]\ntoken = dapi-ci\n")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[coda]\ntoken = a\ntoken = b\n",  # duplicate key: the SDK's parser refuses it
+        "[coda]\n[coda]\n",  # duplicate section
+        "token = no section\n",
+        b"[coda]\ntoken = \xff\xfe\n",  # not UTF-8
+    ],
+)
+def test_unparseable_file_is_left_untouched_and_reported(home: Path, content) -> None:
+    cfg = home / ".databrickscfg"
+    raw = content if isinstance(content, bytes) else content.encode()
+    cfg.write_bytes(raw)
+    with pytest.raises(ConfigFileError) as e:
+        update_profile(cfg, "coda", NEW)
+    assert str(cfg) in str(e.value)
+    assert cfg.read_bytes() == raw
+    assert not [p for p in home.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unreadable_path_is_reported(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.mkdir()  # root reads any file, but not a directory as one
+    with pytest.raises(ConfigFileError):
+        update_profile(cfg, "coda", NEW)
+    assert cfg.is_dir()
+
+
+def test_multiline_values_refused(home: Path) -> None:
+    with pytest.raises(ValueError):
+        update_profile(home / ".databrickscfg", "coda", {"token": "a\n[evil]"})
+    assert not (home / ".databrickscfg").exists()
+
+
+def test_sdk_reads_what_we_write(home: Path) -> None:
+    """databricks-sdk, in its own process, resolves host and token from our profile."""
+    # The SDK probes the host at start-up; a loopback server that knows nothing answers 404,
+    # which the SDK takes as "no metadata" (a closed port would be retried for minutes).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        cfg = home / ".databrickscfg"
+        cfg.write_text(USER_FILE)
+        update_profile(cfg, "coda", {"host": host, "token": "dapi-new"})
+        script = (
+            "from databricks.sdk.core import Config\n"
+            "c = Config(profile='coda')\n"
+            "print(c.host, c.token == 'dapi-new', c.auth_type)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")} | {"HOME": str(home)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [host, "True", "pat"]
+
+
+# Lines a user might have: profiles, comments, blanks, odd spacing, CRLF.
+line = st.one_of(
+    st.sampled_from(["", "# comment", "; other comment", "   ", "[ci]", "[coda]", "[DEFAULT]", "[x y]"]),
+    st.from_regex(r"[a-z_]{1,8} ?[=:] ?[A-Za-z0-9:/._-]{0,12}", fullmatch=True),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(line, max_size=14), crlf=st.booleans(), bom=st.booleans(), trailing=st.booleans())
+def test_fuzzed_files_round_trip_or_stay_untouched(home: Path, lines, crlf, bom, trailing) -> None:
+    cfg = home / ".databrickscfg"
+    nl = "\r\n" if crlf else "\n"
+    text = ("\ufeff" if bom else "") + nl.join(lines) + (nl if trailing and lines else "")
+    cfg.write_bytes(text.encode())
+    try:
+        before = configparser.ConfigParser(interpolation=None)
+        before.read_string(text.removeprefix("\ufeff"))
+    except configparser.Error:
+        with pytest.raises(ConfigFileError):
+            update_profile(cfg, "coda", NEW)
+        assert cfg.read_bytes() == text.encode()
+        return
+    update_profile(cfg, "coda", NEW)
+    after = configparser.ConfigParser(interpolation=None)
+    after.read_string(cfg.read_text(encoding="utf-8").removeprefix("\ufeff"))
+    assert after["coda"]["host"] == NEW["host"] and after["coda"]["token"] == NEW["token"]
+    for section in before.sections():
+        if section != "coda":
+            assert dict(after[section]) == dict(before[section])
+    assert dict(after.defaults()) == dict(before.defaults())
+    # Only lines of [coda] changed (a blank line may be added before a new [coda]).
+    rendered = render_profile(text, "coda", NEW)
+    kept = [ln for ln in lines_other_than(rendered.removeprefix("\ufeff"), "coda") if ln.strip()]
+    assert kept == [ln for ln in lines_other_than(text.removeprefix("\ufeff"), "coda") if ln.strip()]
