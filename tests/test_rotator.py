@@ -1,0 +1,264 @@
+"""The credential lifecycle against the fake workspace on loopback, with sub-second intervals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from coda_aio.databrickscfg import read_profile
+from coda_aio.rotation_state import fingerprint
+from coda_aio.rotator import ConfigureError, Rotator
+from coda_aio.testing.fake_workspace import FakeWorkspace
+from coda_aio.token_store import TokenStore
+from coda_aio.workspace import Workspace
+
+USER = "ada@example.com"
+FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace_timeout=1.0)
+
+
+@pytest.fixture
+async def fake():
+    ws = FakeWorkspace()
+    ws.add_user(USER)
+    ws.add_user("bob@example.com")
+    await ws.start()
+    yield ws
+    await ws.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class Harness:
+    """A rotator wired as the app wires it, minus the web server."""
+
+    def __init__(self, settings, http):
+        self.settings = settings
+        self.tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
+        self.rotator = Rotator(settings, self.tokens)
+        self.sessions_open = True
+        self.states: list[str] = []
+        self.tokens.subscribe(self.states.append)
+        self.rotator.attach(Workspace(settings.host, http, timeout=settings.workspace_timeout), lambda: self.sessions_open)
+
+    async def __aenter__(self):
+        await self.rotator.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.rotator.stop()
+
+    def profile_token(self) -> str | None:
+        return (read_profile(self.settings.databrickscfg_path, self.settings.profile) or {}).get("token")
+
+
+async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def harness(make_settings, fake, http):
+    def make(**changes):
+        return Harness(make_settings(host=fake.url, **(FAST | changes)), http)
+
+    return make
+
+
+async def test_cold_start_exchange_revokes_only_the_pasted_token(harness, fake, home: Path):
+    pat = fake.issue_pat(USER, comment="bootstrap")
+    bob = fake.issue_pat("bob@example.com")
+    async with harness() as h:
+        assert h.tokens.state == "missing"
+        result = await h.rotator.configure(pat)
+        assert result.user == USER
+        assert result.pasted_token == "revoked"
+        assert "revoked" in result.message
+        current = h.tokens.token
+        assert current and current != pat
+        assert h.profile_token() == current
+        assert not fake.is_live(pat)
+        assert fake.is_live(current) and fake.is_live(bob)
+        assert [t["comment"] for t in fake.live_tokens(USER)] == ["coda_aio rotating token"]
+        cfg = h.settings.databrickscfg_path
+        assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+        state_text = (home / ".coda" / "state.json").read_text()
+        assert current not in state_text and pat not in state_text
+
+
+async def test_pasted_token_is_kept_when_it_cannot_be_identified(harness, fake):
+    notebook = fake.issue_pat(USER, comment="notebooks")
+    pat = fake.issue_pat(USER, comment="bootstrap")
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        result = await h.rotator.configure(pat)
+        assert result.pasted_token == "kept"
+        assert "kept" in result.message
+        assert fake.is_live(pat) and fake.is_live(notebook)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "dapi" + "0" * 32, "two words", "x" * 5000])
+async def test_invalid_token_persists_nothing(harness, fake, home: Path, bad):
+    async with harness() as h:
+        with pytest.raises(ConfigureError) as e:
+            await h.rotator.configure(bad)
+        assert e.value.status == 400 and e.value.message
+        assert h.tokens.state == "missing"
+        assert not (home / ".databrickscfg").exists()
+        assert fake.minted_count == 0
+
+
+async def test_rotations_revoke_old_tokens_and_spare_the_users_others(harness, fake):
+    notebook = fake.issue_pat(USER, comment="notebooks")
+    pat = fake.issue_pat(USER)
+    async with harness() as h:
+        await h.rotator.configure(pat)
+        seen = [h.tokens.token]
+        while len(seen) < 5:
+            await eventually(lambda: h.tokens.token != seen[-1], timeout=3)
+            seen.append(h.tokens.token)
+            assert h.profile_token() == h.tokens.token
+            assert fake.is_live(h.tokens.token)
+        # Every superseded token is revoked once its grace period is over.
+        await eventually(lambda: not any(fake.is_live(t) for t in seen[:-2]), timeout=3)
+        assert fake.is_live(notebook) and fake.is_live(pat)  # pat kept: two user tokens at paste
+        assert h.states.count("invalid") == 0
+
+
+async def test_rotation_pauses_while_no_session_is_open(harness, fake):
+    async with harness() as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        h.sessions_open = False
+        token = h.tokens.token
+        assert h.rotator.next_rotation_seconds() is None
+        await asyncio.sleep(1.5)
+        assert h.tokens.token == token
+        h.sessions_open = True
+        h.rotator.wake()  # what the session manager's listener does
+        await eventually(lambda: h.tokens.token != token, timeout=2)
+
+
+async def test_warm_start_reuses_the_saved_token_and_rotates_when_old(harness, fake):
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        token = h.tokens.token
+    # A new process: no paste needed.
+    async with harness(rotation_interval=30, token_lifetime=60) as h2:
+        await eventually(lambda: h2.tokens.state == "valid")
+        assert h2.tokens.token == token
+        assert h2.tokens.info.user == USER
+        assert 29 < h2.rotator.next_rotation_seconds() <= 30
+    # Older than the interval at boot: rotated at once.
+    await asyncio.sleep(0.7)
+    async with harness() as h3:
+        await eventually(lambda: h3.tokens.token not in (None, token), timeout=3)
+        await eventually(lambda: not fake.is_live(token), timeout=3)
+
+
+async def test_warm_start_with_a_dead_token_asks_again(harness, fake):
+    async with harness() as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        token = h.tokens.token
+    fake.revoke(token)
+    async with harness() as h2:
+        await eventually(lambda: h2.rotator.last_error is not None)
+        assert h2.tokens.state == "missing"
+        assert "paste a new one" in h2.rotator.last_error
+
+
+async def test_a_token_revoked_behind_our_back_becomes_invalid(harness, fake):
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        fake.revoke(h.tokens.token)
+        h.rotator.check_soon()  # what the proxy does on an upstream 401/403
+        await eventually(lambda: h.tokens.state == "invalid")
+        assert h.states[-1] == "invalid" and h.tokens.token is None
+        # A new paste brings it back.
+        await h.rotator.configure(fake.issue_pat(USER))
+        assert h.tokens.state == "valid"
+
+
+async def test_mint_failures_and_hangs_are_retried(harness, fake):
+    async with harness() as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        first = h.tokens.token
+        fake.fail("token_create", 500, times=2)
+        fake.fail("token_create", 429, times=1, retry_after=0.2)
+        fake.hang("token_create", times=1)
+        fake.reset("token_create", times=1)
+        await eventually(lambda: h.tokens.token != first, timeout=10)
+        assert fake.is_live(h.tokens.token) and h.tokens.state == "valid"
+        assert h.rotator.last_error is None
+
+
+async def test_revoke_failures_keep_the_record_until_a_later_revoke(harness, fake, home: Path):
+    async with harness() as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        first = h.tokens.token
+        fake.fail("token_delete", 500, times=20)
+        await eventually(lambda: h.tokens.token != first, timeout=3)
+        await asyncio.sleep(0.5)
+        assert fake.is_live(first)
+        state = json.loads((home / ".coda" / "state.json").read_text())
+        assert fake.token_id_of(first) in [m["token_id"] for m in state["minted"]]
+    fake.clear_faults()
+    async with harness() as h2:  # the next boot cleans up what was left
+        await eventually(lambda: not fake.is_live(first), timeout=5)
+
+
+async def test_configure_when_scim_times_out(harness, fake, home: Path):
+    pat = fake.issue_pat(USER)
+    async with harness() as h:
+        fake.hang("me", times=1)
+        with pytest.raises(ConfigureError) as e:
+            await h.rotator.configure(pat)
+        assert e.value.status == 503 and "workspace" in e.value.message.lower()
+        assert not (home / ".databrickscfg").exists()
+        result = await h.rotator.configure(pat)  # the next try works
+        assert result.user == USER
+
+
+async def test_unparseable_databrickscfg_is_left_alone_but_the_token_works(harness, fake, home: Path):
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[coda]\ntoken = a\ntoken = b\n")
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        result = await h.rotator.configure(fake.issue_pat(USER))
+        assert h.tokens.state == "valid" and fake.is_live(h.tokens.token)
+        assert "cannot be parsed" in result.message
+        assert cfg.read_text() == "[coda]\ntoken = a\ntoken = b\n"
+
+
+async def test_databricks_sdk_follows_every_rotation(harness, fake, home: Path):
+    """databricks-sdk in its own process, reading only ~/.databrickscfg, reaches the workspace
+    with the token that is current right after each rotation."""
+    script = (
+        "from databricks.sdk import WorkspaceClient\n"
+        "from coda_aio.rotation_state import fingerprint\n"
+        "w = WorkspaceClient(profile='coda')\n"
+        "print(w.current_user.me().user_name, fingerprint(w.config.token))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")} | {"HOME": str(home)}
+    # The interval and grace leave the SDK's few seconds of start-up inside one token's life.
+    async with harness(rotation_interval=4, revoke_grace=3, token_lifetime=20) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        for _ in range(2):
+            previous = h.tokens.token
+            await eventually(lambda: h.tokens.token != previous, timeout=6)
+            current = h.tokens.token
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            assert out.decode().split() == [USER, fingerprint(current)]
