@@ -37,3 +37,25 @@ def make_settings(home: Path):
         return base.with_changes(**changes)
 
     return make
+
+
+@pytest.fixture
+async def serve():
+    """Serve the real app (create_app) on its loopback port; cleaned up after the test."""
+    from aiohttp import web
+
+    from coda_aio.server import create_app
+
+    runners: list[web.AppRunner] = []
+
+    async def start(settings: Settings):
+        app = create_app(settings)
+        runner = web.AppRunner(app, shutdown_timeout=2)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", settings.port).start()
+        return f"http://127.0.0.1:{settings.port}", app
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()

@@ -8,16 +8,16 @@ startup runs top to bottom, cleanup bottom to top.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import os
-import time
 from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from . import __version__, credential_routes, terminal_routes, web_routes
+from . import __version__, credential_routes, setup_routes, terminal_routes, web_routes
+from .agents import AgentModels, write_agent_configs
 from .app_keys import HTTP, OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
 from .config import Settings
 from .owner import OwnerCheck, owner_middleware
@@ -79,6 +79,7 @@ async def health(request: web.Request) -> web.Response:
             "state": tokens.state,
             "age_seconds": None if age is None else round(age, 1),
             "next_rotation_seconds": rotator.next_rotation_seconds(),
+            "error": rotator.last_error or tokens.flush_error,
         },
         "mode": "app" if settings.app_mode else "local",
         "owner_check": app[OWNER].status,
@@ -129,11 +130,42 @@ async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     await proxy.stop()
 
 
+async def agent_configs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Point every agent CLI at the proxy whenever a token becomes valid (paste, warm start).
+
+    The files hold only the proxy's local key, so they never go stale on rotation.
+    """
+    settings = app[SETTINGS]
+    proxy = app[PROXY]
+    models = AgentModels.from_env(os.environ)
+    writing: set[asyncio.Task] = set()
+
+    async def write() -> None:
+        report = await asyncio.to_thread(write_agent_configs, settings.home, proxy.url, proxy.key, models)
+        for error in report.errors:
+            log.warning("agent config left as it was: %s", error)
+
+    def on_token_state(state: str) -> None:
+        if state == "valid":
+            task = asyncio.create_task(write(), name="coda-agent-configs")
+            writing.add(task)
+            task.add_done_callback(writing.discard)
+
+    unsubscribe = app[TOKENS].subscribe(on_token_state)
+    yield
+    unsubscribe()
+    await asyncio.gather(*writing, return_exceptions=True)
+
+
 async def rotator_ctx(app: web.Application) -> AsyncIterator[None]:
     rotator = app[ROTATOR]
-    rotator.attach(app.get(WORKSPACE), sessions_active=lambda: len(app[SESSIONS]) > 0)
+    sessions = app[SESSIONS]
+    rotator.attach(app.get(WORKSPACE), sessions_active=lambda: len(sessions) > 0)
+    # Rotation pauses while no terminal is open; a new one re-plans it.
+    unsubscribe = sessions.subscribe(lambda count: rotator.wake())
     await rotator.start()
     yield
+    unsubscribe()
     await rotator.stop()
 
 
@@ -164,7 +196,9 @@ def create_app(settings: Settings) -> web.Application:
     steps = agent_install_steps(settings) if settings.install_agents else []
     app[SETUP] = SetupRunner(steps)
 
-    app.cleanup_ctx.extend([http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, rotator_ctx, setup_ctx])
+    app.cleanup_ctx.extend(
+        [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx, rotator_ctx, setup_ctx]
+    )
 
     # A token that dies tells every open terminal, so the UI can ask for a new one.
     tokens.subscribe(lambda state: app[SESSIONS].broadcast({"type": "token", "state": state}))
@@ -172,6 +206,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", health)
     credential_routes.add_routes(app)
     terminal_routes.add_routes(app)
+    setup_routes.add_routes(app)
     web_routes.add_routes(app)
     return app
 
@@ -189,9 +224,3 @@ def pty_extra_env(settings: Settings) -> dict[str, str]:
     return extra
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
-def uptime_since(start: float) -> float:
-    return time.monotonic() - start
