@@ -188,6 +188,8 @@ class Rotator:
         await self._save()
         self._due_at = now + self._settings.rotation_interval
         self._failures = 0
+        log.info("now using token %s (rotation %d)%s", minted.token_id, self._state.rotations,
+                 "" if flushed else "; ~/.databrickscfg not updated")
         if flushed:
             # While the file may still hold an older token, that token must keep working.
             self._revoke_others(minted.value, self._settings.revoke_grace if revoke_delay is None else revoke_delay)
