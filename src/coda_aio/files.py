@@ -14,7 +14,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     credential is never readable by others, not even for a moment. fsync before the
     rename makes a crash leave either the old bytes or the new ones.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -8,15 +8,21 @@ settings, never from the environment: the secrets were taken out of ``os.environ
 
 from __future__ import annotations
 
-from databricks.sdk import WorkspaceClient
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .workspace import MintedToken
 
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
+
 USER_AGENT = "coda_aio"
 
 
-def _client(settings: Settings) -> WorkspaceClient:
+def _client(settings: Settings) -> "WorkspaceClient":
+    # Imported on first use: the SDK takes about 2 s to import and only App mode needs it.
+    from databricks.sdk import WorkspaceClient
+
     if not (settings.host and settings.client_id and settings.client_secret):
         raise RuntimeError("DATABRICKS_HOST, DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET are needed")
     return WorkspaceClient(
