@@ -30,9 +30,11 @@ from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# No inline scripts or styles: everything the page runs is served from this origin.
+# No inline scripts: everything the page runs is served from this origin. Inline styles are
+# allowed because xterm.js's DOM renderer sets style attributes and <style> elements for
+# its colours and layout; styles cannot run code.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 

@@ -1,0 +1,351 @@
+// The page: tabs of terminal sessions, the sign-in prompt, the status line.
+// Module graph: app -> tab_bar, terminal_tab (-> xterm.js, protocol, api), token_prompt,
+// status_bar, setup_progress, search_bar, theme.
+
+import { api } from './api.js';
+import { SearchBar } from './search_bar.js';
+import { SetupProgress } from './setup_progress.js';
+import { StatusBar } from './status_bar.js';
+import { TabBar } from './tab_bar.js';
+import { STATE, TerminalTab } from './terminal_tab.js';
+import { applyPageTheme, storedThemeName, storeThemeName } from './theme.js';
+import { promptForToken } from './token_prompt.js';
+
+const HEALTH_REFRESH_MS = 15_000;
+const TICK_MS = 1000;
+const ACTIVE_TAB_KEY = 'coda.activeSession';
+const FIT_DEBOUNCE_MS = 30;
+
+class App {
+  constructor() {
+    this.tabs = [];
+    this.active = null;
+    this.themeName = storedThemeName();
+    this.patStatus = null;
+    this.health = null;
+    this.offline = null;
+    this.prompting = false;
+    this.fitTimer = 0;
+
+    this.terminals = document.getElementById('terminals');
+    this.tabBar = new TabBar({
+      onSelect: (tab) => this.activate(tab),
+      onClose: (tab) => this.closeTab(tab),
+      onRename: (tab, label) => this.renameTab(tab, label),
+    });
+    this.status = new StatusBar({ onSignIn: () => this.signIn() });
+    this.setup = new SetupProgress();
+    this.search = new SearchBar();
+
+    this.tabCallbacks = {
+      onStateChange: (tab) => this.tabChanged(tab),
+      onSessionReplaced: (tab) => this.tabChanged(tab),
+      onTokenEvent: (state) => this.tokenEvent(state),
+      onReconnected: () => this.serverBack(),
+      onTerminalKey: (event, tab) => this.terminalKey(event, tab),
+    };
+  }
+
+  async start() {
+    applyPageTheme(this.themeName);
+    this.renderThemeToggle();
+    document.getElementById('new-tab').addEventListener('click', () => this.newTab());
+    document.getElementById('theme-toggle').addEventListener('click', () => this.toggleTheme());
+    window.addEventListener('keydown', (event) => this.pageKey(event), { capture: true });
+    new ResizeObserver(() => this.scheduleFit()).observe(this.terminals);
+    setInterval(() => this.tick(), TICK_MS);
+
+    await this.refreshAccount();
+    setInterval(() => this.refreshAccount(), HEALTH_REFRESH_MS);
+
+    const sessions = await this.loadSessions();
+    const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
+    for (const session of sessions) this.addTab(session.id, session.label || 'Terminal');
+    if (this.tabs.length === 0) {
+      await this.newTab();
+    } else {
+      this.activate(this.tabs.find((t) => t.id === remembered) || this.tabs[0]);
+    }
+    if (!this.active) return; // No session could be started; the page message says why.
+    const needsToken = this.needsToken();
+    if (needsToken) this.active.hold();
+    for (const tab of this.tabs) if (tab.state === STATE.CONNECTING && !tab.socket) tab.connect();
+    if (needsToken) {
+      const stale = this.health && this.health.token && this.health.token.state === 'invalid';
+      await this.signIn(stale ? 'The token stopped working' : '');
+    }
+    this.setup.refresh();
+  }
+
+  // Waits for the server: the page may load while coda_aio is still starting or restarting.
+  async loadSessions() {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        const sessions = await api.listSessions();
+        this.setOffline(null);
+        return Array.isArray(sessions) ? sessions : [];
+      } catch (err) {
+        // A refusal (e.g. the owner check in App mode) says why; anything else is "not reachable".
+        this.setOffline(err.status >= 400 ? err.message : 'coda_aio is not reachable');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  // `problem` is why the server can't be used right now, or null when it can.
+  setOffline(problem) {
+    this.offline = problem;
+    this.renderStatus();
+  }
+
+  // --- tabs -----------------------------------------------------------------------------
+
+  addTab(id, label) {
+    const tab = new TerminalTab({ id, label, themeName: this.themeName, host: this.terminals, callbacks: this.tabCallbacks });
+    this.tabs.push(tab);
+    return tab;
+  }
+
+  nextLabel() {
+    const used = new Set(this.tabs.map((t) => t.label));
+    for (let n = 1; ; n += 1) if (!used.has(`Terminal ${n}`)) return `Terminal ${n}`;
+  }
+
+  async newTab() {
+    const label = this.nextLabel();
+    // The tab is laid out before the session exists, so the shell starts at the right size.
+    const tab = this.addTab(null, label);
+    this.activate(tab);
+    tab.fit();
+    try {
+      const created = await api.createSession({ label, ...tab.size });
+      tab.id = created.id;
+    } catch (err) {
+      this.removeTab(tab);
+      this.flashMessage(err.message);
+      return null;
+    }
+    this.tabChanged(tab);
+    tab.connect();
+    return tab;
+  }
+
+  activate(tab) {
+    if (!tab) return;
+    if (this.active && this.active !== tab) this.active.hide();
+    this.active = tab;
+    tab.show();
+    if (tab.id) sessionStorage.setItem(ACTIVE_TAB_KEY, tab.id);
+    this.fitAll();
+    this.search.follow(tab);
+    tab.focus();
+    this.render();
+  }
+
+  async closeTab(tab) {
+    const index = this.tabs.indexOf(tab);
+    this.removeTab(tab);
+    if (tab.id) {
+      try {
+        await api.deleteSession(tab.id);
+      } catch (err) {
+        if (err.status !== 404) this.flashMessage(err.message);
+      }
+    }
+    if (this.tabs.length === 0) await this.newTab();
+    else if (this.active === tab || !this.active) this.activate(this.tabs[Math.min(index, this.tabs.length - 1)]);
+  }
+
+  removeTab(tab) {
+    this.tabs = this.tabs.filter((t) => t !== tab);
+    if (this.search.tab === tab) this.search.close();
+    tab.dispose();
+    if (this.active === tab) this.active = null;
+    this.render();
+  }
+
+  async renameTab(tab, label) {
+    if (label === null) {
+      this.render();
+      this.active?.focus();
+      return;
+    }
+    const previous = tab.label;
+    tab.label = label;
+    this.render();
+    this.active?.focus();
+    try {
+      await api.renameSession(tab.id, label);
+    } catch (err) {
+      tab.label = previous;
+      this.render();
+      this.flashMessage(`Could not rename: ${err.message}`);
+    }
+  }
+
+  selectRelative(step) {
+    if (this.tabs.length < 2 || !this.active) return;
+    const index = this.tabs.indexOf(this.active);
+    this.activate(this.tabs[(index + step + this.tabs.length) % this.tabs.length]);
+  }
+
+  // --- size -----------------------------------------------------------------------------
+
+  scheduleFit() {
+    clearTimeout(this.fitTimer);
+    this.fitTimer = setTimeout(() => this.fitAll(), FIT_DEBOUNCE_MS);
+  }
+
+  // Only the visible tab can be measured; the hidden ones share its pane size.
+  fitAll() {
+    if (!this.active) return;
+    this.active.fit();
+    const { cols, rows } = this.active.size;
+    for (const tab of this.tabs) {
+      if (tab !== this.active && (tab.term.cols !== cols || tab.term.rows !== rows)) tab.term.resize(cols, rows);
+    }
+  }
+
+  // --- credentials ----------------------------------------------------------------------
+
+  needsToken() {
+    return Boolean(this.patStatus && this.patStatus.workspace_host && !this.patStatus.valid);
+  }
+
+  async refreshAccount() {
+    const [patStatus, health] = await Promise.allSettled([api.patStatus(), api.health()]);
+    this.patStatus = patStatus.status === 'fulfilled' ? patStatus.value : this.patStatus;
+    this.health = health.status === 'fulfilled' ? health.value : this.health;
+    this.status.showAccount(this.patStatus, this.health);
+  }
+
+  // After a restart the server may have lost the token (or gained one): catch up at once.
+  async serverBack() {
+    await this.refreshAccount();
+    if (this.needsToken()) this.signIn();
+  }
+
+  tokenEvent(state) {
+    this.refreshAccount();
+    if (state === 'invalid') this.signIn('The token stopped working');
+  }
+
+  async signIn(reason = '') {
+    const tab = this.active;
+    if (this.prompting || !tab || !this.patStatus || !this.patStatus.workspace_host) return;
+    this.prompting = true;
+    tab.hold();
+    this.render();
+    tab.focus();
+    const result = await promptForToken(tab, {
+      workspaceHost: this.patStatus.workspace_host,
+      tokenPageUrl: this.patStatus.token_page_url,
+      reason,
+    });
+    this.prompting = false;
+    if (this.tabs.includes(tab)) {
+      tab.release();
+      if (!tab.socket && tab.id && tab.state === STATE.CONNECTING) tab.connect();
+    }
+    this.render();
+    if (result) {
+      await this.refreshAccount();
+      this.setup.refresh();
+    }
+  }
+
+  // --- keys -----------------------------------------------------------------------------
+
+  // Shortcuts the page owns, wherever the focus is; they never reach the shell.
+  pageKey(event) {
+    const key = event.key.toLowerCase();
+    let action = null;
+    if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.active && this.search.open(this.active);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 't') action = () => this.newTab();
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowRight') action = () => this.selectRelative(1);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowLeft') action = () => this.selectRelative(-1);
+    if (!action) return;
+    event.preventDefault();
+    event.stopPropagation();
+    action();
+  }
+
+  // Keys xterm.js must leave to the browser: copy and paste with Ctrl+Shift.
+  terminalKey(event, tab) {
+    if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey) return true;
+    const key = event.key.toLowerCase();
+    if (key === 'c') {
+      const text = tab.term.getSelection();
+      if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+      event.preventDefault();
+      return false;
+    }
+    // Returning false lets the browser's own paste happen; xterm.js then receives the paste event.
+    return key !== 'v';
+  }
+
+  // --- rendering ------------------------------------------------------------------------
+
+  toggleTheme() {
+    this.themeName = this.themeName === 'dark' ? 'light' : 'dark';
+    storeThemeName(this.themeName);
+    applyPageTheme(this.themeName);
+    for (const tab of this.tabs) tab.setTheme(this.themeName);
+    this.renderThemeToggle();
+    this.active?.focus();
+  }
+
+  renderThemeToggle() {
+    const button = document.getElementById('theme-toggle');
+    const other = this.themeName === 'dark' ? 'light' : 'dark';
+    button.textContent = this.themeName === 'dark' ? '☀' : '☾';
+    button.title = `Switch to the ${other} theme`;
+  }
+
+  tabChanged(tab) {
+    if (tab === this.active && tab.id) sessionStorage.setItem(ACTIVE_TAB_KEY, tab.id);
+    this.render();
+  }
+
+  render() {
+    this.tabBar.render(this.tabs, this.active);
+    this.renderStatus();
+  }
+
+  renderStatus() {
+    const body = document.body;
+    const tab = this.active;
+    let state = 'connecting';
+    if (this.prompting) state = 'prompt';
+    else if (tab && tab.state === STATE.CONNECTED) state = 'shell';
+    else if (tab && tab.state === STATE.EXITED) state = 'exited';
+    else if (tab && tab.state === STATE.FAILED) state = 'failed';
+    body.dataset.terminalState = state;
+    body.dataset.tabCount = String(this.tabs.length);
+    this.status.showConnection(tab, { offline: this.offline });
+    if (tab) document.title = `${tab.label} · coda_aio`;
+  }
+
+  tick() {
+    this.status.renderRotation();
+    const tab = this.active;
+    if (tab && (tab.state === STATE.RECONNECTING || tab.state === STATE.SERVER_RESTARTING)) this.renderStatus();
+  }
+
+  flashMessage(text) {
+    const el = document.getElementById('page-message');
+    el.textContent = text;
+    el.hidden = false;
+    clearTimeout(this.messageTimer);
+    this.messageTimer = setTimeout(() => {
+      el.hidden = true;
+    }, 6000);
+  }
+}
+
+new App().start().catch((err) => {
+  const el = document.getElementById('page-message');
+  el.textContent = `The terminal could not start: ${err.message}`;
+  el.hidden = false;
+  throw err;
+});

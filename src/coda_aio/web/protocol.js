@@ -1,0 +1,41 @@
+// The terminal WebSocket protocol (design.md): binary frames, first byte is the frame type.
+
+export const FROM_SERVER = Object.freeze({ OUTPUT: 0x30, EVENT: 0x31 });
+export const TO_SERVER = Object.freeze({ INPUT: 0x30, RESIZE: 0x31, PAUSE: 0x32, RESUME: 0x33 });
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function frame(type, payload = new Uint8Array(0)) {
+  const bytes = new Uint8Array(payload.length + 1);
+  bytes[0] = type;
+  bytes.set(payload, 1);
+  return bytes;
+}
+
+export const inputFrame = (text) => frame(TO_SERVER.INPUT, encoder.encode(text));
+export const binaryInputFrame = (bytes) => frame(TO_SERVER.INPUT, bytes);
+export const resizeFrame = (cols, rows) => frame(TO_SERVER.RESIZE, encoder.encode(JSON.stringify({ cols, rows })));
+export const pauseFrame = () => frame(TO_SERVER.PAUSE);
+export const resumeFrame = () => frame(TO_SERVER.RESUME);
+
+// Returns {output: Uint8Array} or {event: object}, or null for frames this client ignores.
+export function parseFrame(buffer) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes.length === 0) return null;
+  const payload = bytes.subarray(1);
+  if (bytes[0] === FROM_SERVER.OUTPUT) return { output: payload };
+  if (bytes[0] === FROM_SERVER.EVENT) {
+    try {
+      return { event: JSON.parse(decoder.decode(payload)) };
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+export function sessionSocketUrl(sessionId) {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws`;
+}

@@ -1,0 +1,87 @@
+// The status line at the bottom: connection of the visible tab, who is signed in, when the
+// token rotates next, and (in App mode) the owner check. It only renders what the app tells it.
+
+import { STATE } from './terminal_tab.js';
+
+const byId = (id) => document.getElementById(id);
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const m = Math.floor(s / 60);
+  return m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : `${m}:${String(s % 60).padStart(2, '0')}`;
+}
+
+function describeOwnerCheck(ownerCheck) {
+  if (ownerCheck == null) return 'unknown';
+  if (typeof ownerCheck === 'string') return ownerCheck;
+  return ownerCheck.state || ownerCheck.status || JSON.stringify(ownerCheck);
+}
+
+export class StatusBar {
+  constructor({ onSignIn }) {
+    this.connection = byId('status-connection');
+    this.account = byId('status-account');
+    this.signIn = byId('status-sign-in');
+    this.rotation = byId('status-rotation');
+    this.mode = byId('status-mode');
+    this.signIn.addEventListener('click', () => onSignIn());
+    this.nextRotationAt = null;
+  }
+
+  showConnection(tab, { offline = null } = {}) {
+    const el = this.connection;
+    let text;
+    let kind;
+    if (offline) {
+      [text, kind] = [`${offline}; retrying…`, 'bad'];
+    } else if (!tab) {
+      [text, kind] = ['No terminal', 'muted'];
+    } else {
+      const secondsLeft = Math.max(1, Math.ceil((tab.reconnectAt - Date.now()) / 1000));
+      switch (tab.state) {
+        case STATE.CONNECTED: [text, kind] = ['Connected', 'good']; break;
+        case STATE.CONNECTING: [text, kind] = ['Connecting…', 'muted']; break;
+        case STATE.RECONNECTING: [text, kind] = [`Disconnected. Reconnecting in ${secondsLeft} s…`, 'warn']; break;
+        case STATE.SERVER_RESTARTING: [text, kind] = [`Server restarting. Reconnecting in ${secondsLeft} s…`, 'warn']; break;
+        case STATE.EXITED: [text, kind] = [`Process exited (code ${tab.exitCode})`, 'muted']; break;
+        case STATE.FAILED: [text, kind] = [tab.stateDetail || 'Failed', 'bad']; break;
+        default: [text, kind] = [tab.state, 'muted'];
+      }
+    }
+    el.textContent = text;
+    el.dataset.kind = kind;
+  }
+
+  showAccount(patStatus, health) {
+    const workspaceHost = patStatus && patStatus.workspace_host;
+    const tokenState = health && health.token ? health.token.state : null;
+    this.signIn.hidden = true;
+    this.account.title = workspaceHost || '';
+    if (!workspaceHost) {
+      this.account.textContent = 'No workspace configured';
+      this.account.dataset.kind = 'muted';
+    } else if (patStatus.valid && tokenState !== 'invalid') {
+      this.account.textContent = patStatus.user ? `Signed in as ${patStatus.user}` : 'Signed in';
+      this.account.dataset.kind = 'good';
+    } else {
+      this.account.textContent = tokenState === 'invalid' ? 'Token stopped working' : 'Not signed in';
+      this.account.dataset.kind = 'warn';
+      this.signIn.hidden = false;
+    }
+
+    const next = health && health.token ? health.token.next_rotation_seconds : null;
+    this.nextRotationAt = tokenState === 'valid' && typeof next === 'number' ? Date.now() + next * 1000 : null;
+    this.renderRotation();
+
+    const appMode = health && health.mode === 'app';
+    this.mode.hidden = !appMode;
+    if (appMode) this.mode.textContent = `App mode · owner check: ${describeOwnerCheck(health.owner_check)}`;
+  }
+
+  renderRotation() {
+    this.rotation.hidden = this.nextRotationAt === null;
+    if (this.nextRotationAt === null) return;
+    const seconds = (this.nextRotationAt - Date.now()) / 1000;
+    this.rotation.textContent = seconds > 0 ? `Token rotates in ${formatDuration(seconds)}` : 'Token rotating…';
+  }
+}

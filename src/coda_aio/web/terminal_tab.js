@@ -1,0 +1,354 @@
+// One terminal tab: an xterm.js instance bound to one server session over one WebSocket.
+// It owns the socket's whole life: attach, flow control, resize, reconnect with backoff,
+// and what happens when the shell exits. The app decides what to do with token and
+// connection-state changes through the callbacks it passes in.
+
+import { Terminal } from '/vendor/xterm.mjs';
+import { FitAddon } from '/vendor/addon-fit.mjs';
+import { SearchAddon } from '/vendor/addon-search.mjs';
+import { Unicode11Addon } from '/vendor/addon-unicode11.mjs';
+import { WebLinksAddon } from '/vendor/addon-web-links.mjs';
+
+import { api } from './api.js';
+import {
+  binaryInputFrame, inputFrame, parseFrame, pauseFrame, resizeFrame, resumeFrame, sessionSocketUrl,
+} from './protocol.js';
+import { THEMES } from './theme.js';
+
+// Unrendered bytes queued in xterm.js: above HIGH the server is asked to pause, below LOW to
+// resume. xterm.js parses a few MB/s, so HIGH is well under a second of work.
+const FLOW_HIGH_WATERMARK = 256 * 1024;
+const FLOW_LOW_WATERMARK = 32 * 1024;
+
+const RECONNECT_FIRST_DELAY_MS = 500;
+const RECONNECT_MAX_DELAY_MS = 10_000;
+const RESIZE_DEBOUNCE_MS = 80;
+
+const FONT_FAMILY = [
+  'ui-monospace', '"JetBrains Mono"', '"Cascadia Code"', '"SF Mono"', 'Menlo', 'Consolas',
+  '"DejaVu Sans Mono"', '"Liberation Mono"', '"Noto Color Emoji"', 'monospace',
+].join(', ');
+
+// Connection states, shown in the status bar and on the page root for tests.
+export const STATE = Object.freeze({
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  RECONNECTING: 'reconnecting',
+  SERVER_RESTARTING: 'server-restarting',
+  EXITED: 'exited',
+  FAILED: 'failed',
+  CLOSED: 'closed',
+});
+
+export class TerminalTab {
+  constructor({ id, label, themeName, host, callbacks }) {
+    this.id = id;
+    this.label = label;
+    this.callbacks = callbacks;
+    this.state = STATE.CONNECTING;
+    this.stateDetail = '';
+    this.exitCode = null;
+    this.reconnectAt = 0;
+
+    this.socket = null;
+    this.reconnectAttempts = 0;
+    this.reconnectTimer = 0;
+    this.resizeTimer = 0;
+
+    this.pendingBytes = 0;
+    this.flowPaused = false;
+    this.held = false;
+    this.heldChunks = [];
+    this.serverPaused = false;
+
+    // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
+    this.inputHandler = null;
+
+    this.pane = document.createElement('div');
+    this.pane.className = 'terminal-pane';
+    this.pane.hidden = true;
+    host.append(this.pane);
+
+    this.term = new Terminal({
+      allowProposedApi: true,
+      cursorBlink: true,
+      fontFamily: FONT_FAMILY,
+      fontSize: 14,
+      lineHeight: 1.1,
+      scrollback: 10_000,
+      theme: THEMES[themeName].terminal,
+    });
+    this.fitAddon = new FitAddon();
+    this.search = new SearchAddon();
+    this.term.loadAddon(this.fitAddon);
+    this.term.loadAddon(this.search);
+    this.term.loadAddon(new WebLinksAddon());
+    this.term.loadAddon(new Unicode11Addon());
+    this.term.unicode.activeVersion = '11';
+    this.term.open(this.pane);
+    this.themeName = themeName;
+
+    this.term.onData((data) => this.handleInput(data));
+    this.term.onBinary((data) => this.sendBinary(data));
+    this.term.onResize(() => this.scheduleResizeFrame());
+    this.term.onSelectionChange(() => this.copySelection());
+    this.term.attachCustomKeyEventHandler((event) => this.callbacks.onTerminalKey(event, this));
+  }
+
+  // --- size -------------------------------------------------------------------------
+
+  fit() {
+    if (this.pane.hidden) return;
+    try {
+      this.fitAddon.fit();
+    } catch {
+      // Not measurable yet (no layout); the next resize observation fits it.
+    }
+  }
+
+  get size() {
+    return { cols: this.term.cols, rows: this.term.rows };
+  }
+
+  scheduleResizeFrame() {
+    clearTimeout(this.resizeTimer);
+    this.resizeTimer = setTimeout(() => this.sendFrame(resizeFrame(this.term.cols, this.term.rows)), RESIZE_DEBOUNCE_MS);
+  }
+
+  // --- socket -----------------------------------------------------------------------
+
+  connect() {
+    clearTimeout(this.reconnectTimer);
+    this.closeSocket();
+    this.setState(STATE.CONNECTING);
+    const socket = new WebSocket(sessionSocketUrl(this.id));
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
+    socket.onopen = () => {
+      if (this.reconnectAttempts > 0) this.callbacks.onReconnected(this);
+      this.reconnectAttempts = 0;
+      this.serverPaused = false;
+      this.setState(STATE.CONNECTED);
+      socket.send(resizeFrame(this.term.cols, this.term.rows));
+      this.updateFlow();
+    };
+    socket.onmessage = (message) => this.handleFrame(message.data);
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (this.state === STATE.EXITED || this.state === STATE.CLOSED || this.state === STATE.FAILED) return;
+      this.scheduleReconnect();
+    };
+  }
+
+  closeSocket() {
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close();
+  }
+
+  sendFrame(bytes) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(bytes);
+  }
+
+  scheduleReconnect() {
+    const delay = Math.min(RECONNECT_MAX_DELAY_MS, RECONNECT_FIRST_DELAY_MS * 2 ** this.reconnectAttempts);
+    this.reconnectAttempts += 1;
+    this.reconnectAt = Date.now() + delay;
+    if (this.state !== STATE.SERVER_RESTARTING) this.setState(STATE.RECONNECTING);
+    else this.callbacks.onStateChange(this);
+    this.reconnectTimer = setTimeout(() => this.reconnect(), delay);
+  }
+
+  async reconnect() {
+    let sessions;
+    try {
+      sessions = await api.listSessions();
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    if (this.state === STATE.CLOSED) return;
+    if (!sessions.some((s) => s.id === this.id)) {
+      // The server restarted (sessions live in its memory) or reaped this one: start afresh.
+      try {
+        await this.replaceSession('[the session ended while disconnected; started a new shell]');
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
+    }
+    this.connect();
+  }
+
+  async replaceSession(notice) {
+    const created = await api.createSession({ label: this.label, ...this.size });
+    this.id = created.id;
+    this.term.write(`\r\n\x1b[2m${notice}\x1b[0m\r\n`);
+    this.callbacks.onSessionReplaced(this);
+  }
+
+  fail(err) {
+    this.setState(STATE.FAILED, err.message);
+    this.term.write(`\r\n\x1b[31m${err.message}\x1b[0m\r\n`);
+  }
+
+  // --- frames from the server -----------------------------------------------------------
+
+  handleFrame(data) {
+    const frame = parseFrame(data);
+    if (!frame) return;
+    if (frame.output) this.handleOutput(frame.output);
+    else this.handleEvent(frame.event);
+  }
+
+  handleEvent(event) {
+    switch (event && event.type) {
+      case 'exit':
+        this.handleExit(event.code);
+        break;
+      case 'token':
+        this.callbacks.onTokenEvent(event.state, this);
+        break;
+      case 'shutting_down':
+        this.setState(STATE.SERVER_RESTARTING);
+        break;
+      default:
+        break;
+    }
+  }
+
+  handleOutput(bytes) {
+    if (this.held) this.heldChunks.push(bytes);
+    else this.writeOutput(bytes);
+  }
+
+  writeOutput(bytes) {
+    // Raw bytes straight to xterm.js: it decodes UTF-8 itself, across chunk boundaries.
+    const length = bytes.length;
+    this.pendingBytes += length;
+    this.term.write(bytes, () => {
+      this.pendingBytes -= length;
+      this.updateFlow();
+    });
+    this.updateFlow();
+  }
+
+  updateFlow() {
+    if (!this.flowPaused && this.pendingBytes > FLOW_HIGH_WATERMARK) this.flowPaused = true;
+    else if (this.flowPaused && this.pendingBytes < FLOW_LOW_WATERMARK) this.flowPaused = false;
+    const wantPaused = this.flowPaused || this.held;
+    if (wantPaused === this.serverPaused || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    this.serverPaused = wantPaused;
+    this.sendFrame(wantPaused ? pauseFrame() : resumeFrame());
+  }
+
+  // Keeps the shell's output off the screen (and the shell paused) while the app owns the
+  // terminal, e.g. for the token prompt, so the two never interleave.
+  hold() {
+    this.held = true;
+    this.updateFlow();
+  }
+
+  release() {
+    this.held = false;
+    const chunks = this.heldChunks;
+    this.heldChunks = [];
+    for (const chunk of chunks) this.writeOutput(chunk);
+    this.updateFlow();
+  }
+
+  handleExit(code) {
+    this.exitCode = code;
+    this.setState(STATE.EXITED, `exit code ${code}`);
+    this.term.write(
+      `\r\n\x1b[2m[process exited with code ${code}]\x1b[0m\r\n` +
+        'Press Enter to start a new shell here, or close this tab.\r\n',
+    );
+    this.inputHandler = (data) => {
+      if (data.includes('\r')) this.restart();
+    };
+  }
+
+  async restart() {
+    this.inputHandler = null;
+    const oldId = this.id;
+    this.closeSocket();
+    try {
+      // The server usually forgets a session once its process ends; ask before deleting so
+      // an expected 404 doesn't show up as an error in the console.
+      const sessions = await api.listSessions();
+      if (sessions.some((s) => s.id === oldId)) await api.deleteSession(oldId);
+    } catch {
+      // Gone already, or the server is away: a new session is what matters.
+    }
+    try {
+      await this.replaceSession('[new shell]');
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.exitCode = null;
+    this.connect();
+  }
+
+  // --- input ----------------------------------------------------------------------------
+
+  handleInput(data) {
+    if (this.inputHandler) this.inputHandler(data);
+    else this.sendFrame(inputFrame(data));
+  }
+
+  sendBinary(data) {
+    if (this.inputHandler) return;
+    const bytes = Uint8Array.from(data, (ch) => ch.charCodeAt(0) & 0xff);
+    this.sendFrame(binaryInputFrame(bytes));
+  }
+
+  paste(text) {
+    this.term.paste(text);
+  }
+
+  copySelection() {
+    const text = this.term.getSelection();
+    if (!text || !navigator.clipboard) return;
+    // Without clipboard permission (or focus) this fails; selecting still works for Ctrl+Shift+C.
+    navigator.clipboard.writeText(text).catch(() => {});
+  }
+
+  // --- look -----------------------------------------------------------------------------
+
+  setTheme(name) {
+    this.themeName = name;
+    this.term.options.theme = THEMES[name].terminal;
+  }
+
+  show() {
+    this.pane.hidden = false;
+    this.pane.classList.add('active');
+  }
+
+  hide() {
+    this.pane.hidden = true;
+    this.pane.classList.remove('active');
+  }
+
+  focus() {
+    this.term.focus();
+  }
+
+  setState(state, detail = '') {
+    this.state = state;
+    this.stateDetail = detail;
+    this.callbacks.onStateChange(this);
+  }
+
+  dispose() {
+    this.state = STATE.CLOSED;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.resizeTimer);
+    this.closeSocket();
+    this.term.dispose();
+    this.pane.remove();
+  }
+}

@@ -1,0 +1,106 @@
+// The sign-in prompt, drawn by the page inside a terminal tab. The token is typed into the
+// page, never into the PTY, so it can't end up in bash, its history, or the scrollback.
+
+import { api } from './api.js';
+
+const BOLD = '\x1b[1m';
+const DIM = '\x1b[2m';
+const RED = '\x1b[31m';
+const GREEN = '\x1b[32m';
+const YELLOW = '\x1b[33m';
+const CYAN = '\x1b[36m';
+const RESET = '\x1b[0m';
+
+const PROMPT = `${BOLD}Token:${RESET} `;
+
+// Bracketed-paste markers (the shell may have turned that mode on) and any other escape
+// sequence (arrow keys, function keys) are not part of a token.
+const BRACKETED_PASTE = /\x1b\[20[01]~/g;
+const ESCAPE_SEQUENCE = /\x1b(?:\[[0-9;?]*[ -/]*[@-~]|O.|.)?/g;
+
+const crlf = (text) => String(text).replace(/\r?\n/g, '\r\n');
+
+function introduction(term, { workspaceHost, tokenPageUrl, reason }) {
+  const buffer = term.buffer.active;
+  const atTop = buffer.baseY === 0 && buffer.cursorY === 0 && buffer.cursorX === 0;
+  // Start on a fresh line unless the terminal is still empty.
+  const lines = atTop ? [] : [''];
+  if (reason) lines.push(`${YELLOW}${BOLD}${reason}.${RESET} Paste a new token to continue.`);
+  lines.push(`${BOLD}Sign in to ${workspaceHost}${RESET}`);
+  if (!reason) {
+    lines.push(
+      'coda_aio needs a Databricks personal access token once. It exchanges it for',
+      'short-lived tokens of its own and rotates them every 10 minutes; your agents',
+      'never see a token (they reach the workspace through a local proxy).',
+    );
+  }
+  if (tokenPageUrl) lines.push(`Create one here: ${CYAN}${tokenPageUrl}${RESET}`);
+  lines.push(`${DIM}Paste it and press Enter. Ctrl+C skips this for now.${RESET}`, '');
+  return lines.join('\r\n');
+}
+
+// Shows the prompt in `tab` and resolves with the sign-in result, or null when skipped.
+export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
+  const term = tab.term;
+  return new Promise((resolve) => {
+    let typed = '';
+    let busy = false;
+
+    const finish = (result) => {
+      tab.inputHandler = null;
+      resolve(result);
+    };
+
+    const submit = async () => {
+      const token = typed.trim();
+      if (!token) {
+        term.write(`\r\n${DIM}Paste a token, or press Ctrl+C to skip.${RESET}\r\n${PROMPT}`);
+        typed = '';
+        return;
+      }
+      busy = true;
+      term.write('\r\nValidating token...\r\n');
+      try {
+        const result = await api.configurePat(token);
+        term.write(`${GREEN}Signed in as ${result.user}${RESET}\r\n`);
+        if (result.message) term.write(`${DIM}${crlf(result.message)}${RESET}\r\n`);
+        term.write('\r\n');
+        finish(result);
+      } catch (err) {
+        term.write(`${RED}${crlf(err.message)}${RESET}\r\n${PROMPT}`);
+        typed = '';
+        busy = false;
+      }
+    };
+
+    const handle = (data) => {
+      if (busy) return;
+      const text = data.replace(BRACKETED_PASTE, '').replace(ESCAPE_SEQUENCE, '');
+      for (const ch of text) {
+        if (busy) return;
+        if (ch === '\r' || ch === '\n') {
+          submit();
+        } else if (ch === '\x03') {
+          term.write(`^C\r\n${DIM}Skipped. Agents can't reach the workspace until you sign in;` +
+            ` use "Sign in" in the status bar when you are ready.${RESET}\r\n\r\n`);
+          finish(null);
+          return;
+        } else if (ch === '\x7f' || ch === '\b') {
+          if (typed) {
+            typed = [...typed].slice(0, -1).join('');
+            term.write('\b \b');
+          }
+        } else if (ch === '\x15') {
+          term.write('\b \b'.repeat([...typed].length));
+          typed = '';
+        } else if (ch >= ' ') {
+          typed += ch;
+          term.write('*');
+        }
+      }
+    };
+
+    term.write(introduction(term, { workspaceHost, tokenPageUrl, reason }) + PROMPT);
+    tab.inputHandler = handle;
+  });
+}

@@ -1,0 +1,112 @@
+"""Helpers for the browser tests: a real app on a loopback port, Debian's Chromium, and ways
+to read what xterm.js rendered (its DOM renderer draws each row as a `.xterm-rows` child)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright
+
+from coda_aio.config import Settings
+from coda_aio.server import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+ACTIVE_ROWS = ".terminal-pane.active .xterm-rows"
+
+# Records CSP violations from the first line of every document; the page's CSP can't block it
+# because Playwright injects it through the DevTools protocol.
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`);
+});
+"""
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[str]:
+    """The full app on 127.0.0.1:settings.port; yields its base URL."""
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", settings.port)
+        await site.start()
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Console errors and uncaught exceptions seen by a page."""
+
+    messages: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", lambda m: self.messages.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.messages.append(f"uncaught: {e}"))
+
+
+async def open_terminal_page(browser: Browser, url: str, problems: PageProblems) -> Page:
+    context = await browser.new_context(viewport={"width": 1100, "height": 640})
+    await context.add_init_script(CSP_RECORDER)
+    page = await context.new_page()
+    problems.watch(page)
+    await page.goto(url)
+    await wait_for_state(page, "shell")
+    return page
+
+
+async def wait_for_state(page: Page, state: str, timeout: float = 10_000) -> None:
+    await page.wait_for_function(
+        "(state) => document.body.dataset.terminalState === state", arg=state, timeout=timeout
+    )
+
+
+async def terminal_lines(page: Page) -> list[str]:
+    text = await page.locator(ACTIVE_ROWS).inner_text()
+    return [line.replace("\xa0", " ").rstrip() for line in text.split("\n")]
+
+
+async def wait_for_line(page: Page, line: str, timeout: float = 10_000) -> None:
+    """Waits until a rendered row of the visible terminal is exactly `line` (after trimming)."""
+    await page.wait_for_function(
+        """([selector, line]) => {
+            const rows = document.querySelector(selector);
+            return !!rows && [...rows.children].some((row) => row.textContent.replace(/\\u00a0/g, ' ').trim() === line);
+        }""",
+        arg=[ACTIVE_ROWS, line],
+        timeout=timeout,
+    )
+
+
+async def run_in_terminal(page: Page, command: str) -> None:
+    await page.locator(".terminal-pane.active .xterm-screen").click()
+    await page.keyboard.type(command)
+    await page.keyboard.press("Enter")
+
+
+async def csp_violations(page: Page) -> list[str]:
+    return await page.evaluate("window.__cspViolations")
