@@ -1,0 +1,96 @@
+"""The credential flow as a person meets it: Chromium, the real app, the fake workspace."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from browser_util import (
+    ACTIVE_ROWS,
+    CSP_RECORDER,
+    PageProblems,
+    chromium,
+    csp_violations,
+    run_in_terminal,
+    serve,
+    terminal_lines,
+    wait_for_line,
+    wait_for_state,
+)
+from coda_aio.databrickscfg import read_profile
+from coda_aio.testing.fake_workspace import FakeWorkspace
+
+USER = "ada@example.com"
+
+
+@pytest.fixture
+async def fake():
+    ws = FakeWorkspace()
+    ws.add_user(USER)
+    await ws.start()
+    yield ws
+    await ws.stop()
+
+
+async def rendered_text(page) -> str:
+    return "\n".join(await terminal_lines(page))
+
+
+async def test_paste_a_token_get_a_shell_and_get_asked_again_when_it_dies(make_settings, fake):
+    pat = fake.issue_pat(USER)
+    settings = make_settings(host=fake.url)
+    async with serve(settings) as url, chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1100, "height": 640})
+        await context.add_init_script(CSP_RECORDER)
+        page = await context.new_page()
+        problems = PageProblems()
+        problems.watch(page)
+        await page.goto(url)
+        await wait_for_state(page, "prompt")
+        text = await rendered_text(page)
+        assert f"{fake.url}/settings/user/developer/access-tokens" in text.replace("\n", "")
+
+        # A wrong token: the error, then the prompt again.
+        await page.locator(".terminal-pane.active .xterm-screen").click()
+        await page.keyboard.type("dapi" + "0" * 32)
+        await page.keyboard.press("Enter")
+        await wait_for_text(page, "refused")
+        await wait_for_state(page, "prompt")
+
+        # The real one, pasted: masked on screen, then a working shell.
+        await page.keyboard.insert_text(pat)
+        await page.keyboard.press("Enter")
+        await wait_for_text(page, f"Signed in as {USER}")
+        await wait_for_state(page, "shell")
+        await run_in_terminal(page, "echo ok-$((40+2))")
+        await wait_for_line(page, "ok-42")
+        assert pat not in await rendered_text(page)
+        assert not fake.is_live(pat)  # it was the user's only token: revoked
+
+        # The token is revoked behind coda_aio's back. An agent's next call through the proxy
+        # is refused upstream, the rotator confirms the token is dead, the terminal asks again.
+        current = read_profile(settings.databrickscfg_path, settings.profile)["token"]
+        fake.revoke(current)
+        key = (settings.state_dir / "proxy-key").read_text().strip()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{settings.proxy_url}/serving-endpoints/blob?size=1",
+                                headers={"Authorization": f"Bearer {key}"}) as r:
+                assert r.status == 403
+        await wait_for_state(page, "prompt")
+        await wait_for_text(page, "stopped working")
+
+        # A fresh token brings the shell back.
+        await page.keyboard.insert_text(fake.issue_pat(USER))
+        await page.keyboard.press("Enter")
+        await wait_for_state(page, "shell")
+        assert await csp_violations(page) == []
+        await context.close()
+        # A 400 from configure-pat is logged by Chrome as a failed load; nothing else may be.
+        assert [m for m in problems.messages if "400" not in m] == []
+
+
+async def wait_for_text(page, text: str) -> None:
+    await page.wait_for_function(
+        "([s, t]) => document.querySelector(s).textContent.replace(/\\u00a0/g, ' ').includes(t)",
+        arg=[ACTIVE_ROWS, text], timeout=10_000,
+    )
