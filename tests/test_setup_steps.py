@@ -1,0 +1,152 @@
+"""The setup step runner, with local commands only (never the network)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from coda_aio.app_keys import SETUP
+from coda_aio.setup_routes import add_routes
+from coda_aio.setup_steps import SetupRunner, Step, agent_install_steps
+
+
+def by_id(runner: SetupRunner) -> dict[str, dict]:
+    return {s["id"]: s for s in runner.status()["steps"]}
+
+
+async def test_steps_run_in_parallel_and_report_each_outcome(tmp_path: Path):
+    marker = tmp_path / "ran"
+    runner = SetupRunner(
+        [
+            Step("ok", "Succeeds", ["sh", "-c", f"sleep 0.3; touch {marker}"], timeout=10),
+            Step("bad", "Fails", ["sh", "-c", "echo first line >&2; echo 'npm ERR! boom' >&2; exit 3"], timeout=10),
+            Step("slow", "Times out", ["sleep", "30"], timeout=0.5),
+            Step("done-before", "Already there", ["sh", "-c", "exit 1"], timeout=10, check=["true"]),
+            Step("missing", "No such binary", ["/nonexistent/tool"], timeout=10),
+        ]
+    )
+    assert runner.status()["status"] == "idle"
+    started = time.monotonic()
+    runner.start()
+    assert runner.status()["status"] == "running"
+    await asyncio.wait_for(runner.wait(), 10)
+    elapsed = time.monotonic() - started
+
+    steps = by_id(runner)
+    assert steps["ok"]["status"] == "done" and steps["ok"]["error"] is None
+    assert marker.exists()
+    assert steps["bad"]["status"] == "failed"
+    assert "exit code 3" in steps["bad"]["error"] and "npm ERR! boom" in steps["bad"]["error"]
+    assert steps["slow"] == {"id": "slow", "label": "Times out", "status": "failed", "error": "timed out after 0.5 s"}
+    assert steps["done-before"]["status"] == "skipped"
+    assert steps["missing"]["status"] == "failed" and "cannot run /nonexistent/tool" in steps["missing"]["error"]
+    assert runner.status()["status"] == "failed"
+    # In parallel: the whole run takes about as long as its slowest step, not the sum.
+    assert elapsed < 5
+
+
+async def test_failed_check_runs_the_step(tmp_path: Path):
+    marker = tmp_path / "installed"
+    runner = SetupRunner([Step("s", "Install", ["touch", str(marker)], timeout=5, check=["false"])])
+    runner.start()
+    await runner.wait()
+    assert marker.exists()
+    assert runner.status() == {"status": "done", "steps": [{"id": "s", "label": "Install", "status": "done", "error": None}]}
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path):
+    pidfile = tmp_path / "child.pid"
+    # The step forks a grandchild that would outlive a kill of the step's own pid.
+    command = ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"]
+    runner = SetupRunner([Step("s", "Forks", command, timeout=0.5)])
+    runner.start()
+    await runner.wait()
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child)
+
+
+async def test_stop_cancels_running_steps(tmp_path: Path):
+    pidfile = tmp_path / "pid"
+    runner = SetupRunner([Step("s", "Long", ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], timeout=60)])
+    runner.start()
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pidfile.read_text())
+    await asyncio.wait_for(runner.stop(), 10)
+    await asyncio.sleep(0.05)
+    assert not _alive(pid)
+    assert by_id(runner)["s"]["status"] == "failed"
+
+
+async def test_no_steps_is_a_no_op():
+    runner = SetupRunner([])
+    runner.start()
+    await runner.wait()
+    await runner.stop()
+    assert runner.status() == {"status": "idle", "steps": []}
+
+
+async def test_steps_get_no_credentials(tmp_path: Path):
+    out = tmp_path / "env"
+    env = {"PATH": os.environ["PATH"], "DATABRICKS_TOKEN": "dapi-secret", "DATABRICKS_CLIENT_SECRET": "s", "KEEP": "1"}
+    runner = SetupRunner([Step("s", "Env", ["sh", "-c", f"env > {out}"], timeout=5)], env=env)
+    runner.start()
+    await runner.wait()
+    text = out.read_text()
+    assert "KEEP=1" in text
+    assert "dapi-secret" not in text and "DATABRICKS_CLIENT_SECRET" not in text
+
+
+async def test_agent_install_steps_skip_installed_binaries(make_settings, home: Path):
+    settings = make_settings()
+    steps = agent_install_steps(settings)
+    assert [s.id for s in steps] == ["claude-code", "codex", "opencode", "gemini-cli"]
+    for step in steps:
+        assert step.command[:5] == ["npm", "install", "-g", "--prefix", str(settings.npm_prefix)]
+    # Put fake binaries in the prefix: every step's check then succeeds and nothing runs npm.
+    bin_dir = settings.npm_prefix / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("claude", "codex", "opencode", "gemini"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    runner = SetupRunner(steps, env={"PATH": "/usr/bin:/bin"})
+    runner.start()
+    await asyncio.wait_for(runner.wait(), 10)
+    assert {s["status"] for s in runner.status()["steps"]} == {"skipped"}
+    assert runner.status()["status"] == "done"
+
+
+async def test_setup_status_route(aiohttp_client):
+    app = web.Application()
+    app[SETUP] = SetupRunner([Step("s", "Quick", ["true"], timeout=5)])
+    add_routes(app)
+    client = await aiohttp_client(app)
+    resp = await client.get("/api/setup-status")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "idle", "steps": [{"id": "s", "label": "Quick", "status": "pending", "error": None}]}
+    app[SETUP].start()
+    await app[SETUP].wait()
+    assert (await (await client.get("/api/setup-status")).json())["status"] == "done"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
