@@ -1,0 +1,267 @@
+"""HTTP and WebSocket routes for terminal sessions.
+
+This module knows sockets and nothing of processes beyond the ``Session`` API: it turns
+requests into calls on the app's ``SessionManager`` and WebSocket frames into
+``write``/``resize``/``pause``/``resume`` (protocol in ``ws_protocol``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+
+from . import ws_protocol
+from .app_keys import SESSIONS
+from .pty_bridge import Session, SessionClosedError, SessionLimitError, SessionStartError
+
+log = logging.getLogger(__name__)
+
+# A 10 MB paste arrives as one frame.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Ping every 20 s: a socket whose peer vanished without a FIN is dropped within ~30 s.
+HEARTBEAT_SECONDS = 20.0
+GOODBYE_TIMEOUT = 2.0
+
+_OPEN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("terminal_sockets", set)
+
+
+def add_routes(app: web.Application) -> None:
+    app[_OPEN_SOCKETS] = set()
+    app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_post("/api/sessions", create_session)
+    app.router.add_patch("/api/sessions/{id}", rename_session)
+    app.router.add_delete("/api/sessions/{id}", delete_session)
+    app.router.add_get("/api/sessions/{id}/ws", attach_socket)
+    app.on_shutdown.append(_close_sockets)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class _BadRequest(Exception):
+    pass
+
+
+# --- HTTP ---------------------------------------------------------------------------
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return web.json_response([describe(session) for session in request.app[SESSIONS]])
+
+
+def describe(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "label": session.label,
+        "created_at": session.created_at,
+        "clients": session.clients,
+        "process": session.process,
+    }
+
+
+async def create_session(request: web.Request) -> web.Response:
+    if not origin_allowed(request):
+        return _cross_origin(request)
+    try:
+        body = await _json_object(request)
+        label = body.get("label")
+        if label is not None and not isinstance(label, str):
+            raise _BadRequest("label must be a string")
+        cols = _size(body, "cols", 80)
+        rows = _size(body, "rows", 24)
+        session = await request.app[SESSIONS].create(label=label, cols=cols, rows=rows)
+    except (_BadRequest, ValueError) as e:
+        return error(400, str(e))
+    except SessionLimitError as e:
+        return error(429, str(e))
+    except SessionStartError as e:
+        return error(503, str(e))
+    return web.json_response({"id": session.id}, status=201)
+
+
+async def rename_session(request: web.Request) -> web.Response:
+    if not origin_allowed(request):
+        return _cross_origin(request)
+    session = request.app[SESSIONS].get(request.match_info["id"])
+    if session is None:
+        return _unknown_session()
+    try:
+        body = await _json_object(request)
+        if "label" not in body:
+            raise _BadRequest('expected a JSON body like {"label": "build"}')
+        session.rename(body["label"])
+    except (_BadRequest, ValueError) as e:
+        return error(400, str(e))
+    return web.json_response(describe(session))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    if not origin_allowed(request):
+        return _cross_origin(request)
+    if not await request.app[SESSIONS].delete(request.match_info["id"]):
+        return _unknown_session()
+    return web.Response(status=204)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:  # includes bodies that are not UTF-8
+        raise _BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _size(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadRequest(f"{name} must be a whole number")
+    return value  # the session clamps it to 1..1000
+
+
+def _unknown_session() -> web.Response:
+    return error(404, "no such terminal session; it may have ended. List them with GET /api/sessions")
+
+
+def _cross_origin(request: web.Request) -> web.Response:
+    return error(403, f"refused a cross-origin request from {request.headers.get(hdrs.ORIGIN)!r}")
+
+
+# --- Origin check -------------------------------------------------------------------
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """True when the browser's Origin names the host the request was sent to.
+
+    A missing Origin is a non-browser client (curl, tests) and is allowed. Behind the
+    Databricks Apps proxy the browser's host arrives as X-Forwarded-Host.
+    """
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    hosts = [request.host]
+    forwarded = request.headers.get(hdrs.X_FORWARDED_HOST)
+    if forwarded:
+        hosts.extend(forwarded.split(","))
+    wanted = _authority(parts.netloc, parts.scheme)
+    return any(_authority(host, parts.scheme) == wanted for host in hosts)
+
+
+def _authority(host: str, scheme: str) -> str:
+    host = host.strip().lower()
+    default_port = ":443" if scheme == "https" else ":80"
+    return host[: -len(default_port)] if host.endswith(default_port) else host
+
+
+# --- WebSocket ----------------------------------------------------------------------
+
+
+class SocketClient:
+    """A WebSocket seen by a session: output and events become typed binary frames."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send_output(self, data: bytes) -> None:
+        await self._ws.send_bytes(ws_protocol.encode_output(data))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self._ws.send_bytes(ws_protocol.encode_event(event))
+
+
+async def attach_socket(request: web.Request) -> web.StreamResponse:
+    if not origin_allowed(request):
+        return _cross_origin(request)
+    session = request.app[SESSIONS].get(request.match_info["id"])
+    if session is None:
+        return _unknown_session()
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_SECONDS,
+        max_msg_size=MAX_FRAME_BYTES,
+        # Terminal output at tens of MB/s: deflating it costs more CPU than it saves on loopback.
+        compress=False,
+        timeout=GOODBYE_TIMEOUT,
+    )
+    if not ws.can_prepare(request).ok:
+        return error(400, "this endpoint expects a WebSocket upgrade")
+    await ws.prepare(request)
+
+    client = SocketClient(ws)
+    sockets = request.app[_OPEN_SOCKETS]
+    try:
+        detach = session.attach(client)
+    except SessionClosedError:
+        await client.send_event({"type": "exit", "code": session.process["exit_code"]})
+        await ws.close()
+        return ws
+    sockets.add(ws)
+    closer = asyncio.ensure_future(_close_when_ended(ws, session))
+    try:
+        async for message in ws:
+            if message.type is WSMsgType.BINARY:
+                await _handle_frame(session, client, message.data)
+            elif message.type is WSMsgType.ERROR:
+                break
+            # Text frames are not part of the protocol and are ignored.
+    finally:
+        detach()
+        sockets.discard(ws)
+        if session.closed:
+            # The closer is sending the close frame; cancelling it would cut the socket instead.
+            await closer
+        else:
+            closer.cancel()
+    return ws
+
+
+async def _handle_frame(session: Session, client: SocketClient, frame: bytes) -> None:
+    kind, payload = ws_protocol.decode(frame)
+    if kind == ws_protocol.INPUT:
+        session.write(payload)
+        # Stop reading the socket while a big paste is still on its way into the PTY.
+        await session.drain()
+    elif kind == ws_protocol.RESIZE:
+        size = ws_protocol.parse_resize(payload)
+        if size is not None:
+            session.resize(*size)
+    elif kind == ws_protocol.PAUSE:
+        session.pause(client)
+    elif kind == ws_protocol.RESUME:
+        session.resume(client)
+
+
+async def _close_when_ended(ws: web.WebSocketResponse, session: Session) -> None:
+    await session.wait_closed()
+    await ws.close(code=WSCloseCode.OK, message=b"terminal ended")
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown tell every terminal why it is going away, then close it."""
+    await asyncio.gather(*(_say_goodbye(ws) for ws in list(app[_OPEN_SOCKETS])))
+
+
+async def _say_goodbye(ws: web.WebSocketResponse) -> None:
+    try:
+        await asyncio.wait_for(_goodbye(ws), GOODBYE_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError, RuntimeError) as e:
+        log.debug("could not close a terminal socket cleanly: %r", e)
+
+
+async def _goodbye(ws: web.WebSocketResponse) -> None:
+    await ws.send_bytes(ws_protocol.encode_event({"type": "shutting_down"}))
+    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
