@@ -96,6 +96,8 @@ class Settings:
     demo_workspace: bool = False
     # Timeout for each call to the workspace (SCIM, token create/delete/list).
     workspace_timeout: float = 30.0
+    # The proxy's longest wait for the next upstream bytes; a stream may last any time.
+    proxy_read_timeout: float = 600.0
 
     @property
     def app_mode(self) -> bool:
@@ -161,6 +163,7 @@ class Settings:
             max_sessions=_int(env, "CODA_MAX_SESSIONS", 8, minimum=1),
             idle_timeout=_float(env, "CODA_IDLE_TIMEOUT_SECONDS", 86400.0, minimum=1.0),
             install_agents=_flag(env, "CODA_INSTALL_AGENTS", True),
+            proxy_read_timeout=_float(env, "CODA_PROXY_READ_TIMEOUT_SECONDS", 600.0, minimum=1.0),
             demo_workspace=demo_workspace,
         )
         if settings.token_lifetime <= settings.rotation_interval:

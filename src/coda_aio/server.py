@@ -125,6 +125,7 @@ async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         gateway_host=settings.gateway_host,
         key_path=settings.state_dir / "proxy-key",
         on_upstream_rejected=lambda: app[ROTATOR].check_soon(),
+        read_timeout=settings.proxy_read_timeout,
     )
     app[PROXY] = proxy
     await proxy.start("127.0.0.1", settings.proxy_port)
