@@ -7,11 +7,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
 from coda_aio.config import Settings
-from coda_aio.server import create_app
+from conftest import serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,14 +37,8 @@ document.addEventListener('securitypolicyviolation', (e) => {
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[str]:
     """The full app on 127.0.0.1:settings.port; yields its base URL."""
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", settings.port)
-        await site.start()
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        await runner.cleanup()
+    async with serving(settings) as (url, _app):
+        yield url
 
 
 @contextlib.asynccontextmanager

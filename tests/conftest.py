@@ -1,13 +1,22 @@
-"""Fixtures shared by every test: an isolated $HOME, free loopback ports, settings."""
+"""Fixtures shared by every test: an isolated $HOME, free loopback ports, settings, the fake
+workspace, and the real app served on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from pathlib import Path
+from typing import AsyncIterator, Callable
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from coda_aio.config import Settings
+from coda_aio.testing.fake_workspace import FakeWorkspace
+
+USER = "ada@example.com"
 
 
 def free_port() -> int:
@@ -39,23 +48,45 @@ def make_settings(home: Path):
     return make
 
 
-@pytest.fixture
-async def serve():
-    """Serve the real app (create_app) on its loopback port; cleaned up after the test."""
-    from aiohttp import web
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
+
+@pytest.fixture
+async def fake():
+    """The fake workspace on a loopback port, with one user, USER."""
+    workspace = FakeWorkspace()
+    workspace.add_user(USER)
+    await workspace.start()
+    yield workspace
+    await workspace.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
+    """The real app (create_app) on 127.0.0.1:settings.port; yields its URL and the app."""
     from coda_aio.server import create_app
 
-    runners: list[web.AppRunner] = []
-
-    async def start(settings: Settings):
-        app = create_app(settings)
-        runner = web.AppRunner(app, shutdown_timeout=2)
-        await runner.setup()
-        runners.append(runner)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
+    await runner.setup()
+    try:
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
-        return f"http://127.0.0.1:{settings.port}", app
-
-    yield start
-    for runner in reversed(runners):
+        yield f"http://127.0.0.1:{settings.port}", runner.app
+    finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def serve():
+    """``await serve(settings)`` -> (url, app), cleaned up after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield lambda settings: stack.enter_async_context(serving(settings))

@@ -23,34 +23,21 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_after(owner, name: str, nth: int) -> None:
-    """SIGKILL once the nth call of owner.name has completed."""
+def kill_at(owner, name: str, nth: int, when: str) -> None:
+    """SIGKILL just before, or just after, the nth call of the coroutine method owner.name."""
     original = getattr(owner, name)
     calls = 0
 
     @functools.wraps(original)
     async def wrapper(*args, **kwargs):
         nonlocal calls
-        result = await original(*args, **kwargs)
         calls += 1
-        if calls == nth:
+        if when == "before" and calls == nth:
+            die()
+        result = await original(*args, **kwargs)
+        if when == "after" and calls == nth:
             die()
         return result
-
-    setattr(owner, name, wrapper)
-
-
-def kill_before(owner, name: str, nth: int) -> None:
-    original = getattr(owner, name)
-    calls = 0
-
-    @functools.wraps(original)
-    async def wrapper(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        if calls == nth:
-            die()
-        return await original(*args, **kwargs)
 
     setattr(owner, name, wrapper)
 
@@ -58,11 +45,11 @@ def kill_before(owner, name: str, nth: int) -> None:
 # Each step of a rotation, in order. The process under test warm-starts (one flush),
 # so the rotation's own flush is the second.
 STEPS = {
-    "after-mint": lambda: kill_after(workspace.Workspace, "create_token", 1),
-    "after-record": lambda: kill_after(rotator.Rotator, "_save", 1),
-    "after-flush": lambda: kill_after(token_store.TokenStore, "flush", 2),
-    "before-revoke": lambda: kill_before(workspace.Workspace, "delete_token", 1),
-    "after-revoke": lambda: kill_after(workspace.Workspace, "delete_token", 1),
+    "after-mint": lambda: kill_at(workspace.Workspace, "create_token", 1, "after"),
+    "after-record": lambda: kill_at(rotator.Rotator, "_save", 1, "after"),
+    "after-flush": lambda: kill_at(token_store.TokenStore, "flush", 2, "after"),
+    "before-revoke": lambda: kill_at(workspace.Workspace, "delete_token", 1, "before"),
+    "after-revoke": lambda: kill_at(workspace.Workspace, "delete_token", 1, "after"),
 }
 
 if __name__ == "__main__":

@@ -4,14 +4,12 @@ service principal's secret never reaches a terminal, and service-principal token
 from __future__ import annotations
 
 import asyncio
-import os
 
 import aiohttp
 import pytest
 
 from coda_aio.app_keys import OWNER, PROXY, TOKENS
 from coda_aio.config import Settings, take_service_principal
-from coda_aio.testing.fake_workspace import FakeWorkspace
 from terminal_client import open_terminal, run_command
 
 OWNER_EMAIL = "Owner.Person@Example.com"
@@ -22,31 +20,23 @@ AS_OTHER = {"X-Forwarded-Email": "mallory@example.com"}
 
 
 @pytest.fixture
-async def fake():
-    ws = FakeWorkspace()
-    ws.add_user(OWNER_EMAIL)
-    ws.add_user("mallory@example.com")
-    ws.add_service_principal(CLIENT_ID, CLIENT_SECRET)
-    ws.add_app("coda", creator=OWNER_EMAIL, service_principal_client_id=CLIENT_ID)
-    await ws.start()
-    yield ws
-    await ws.stop()
+def app_fake(fake):
+    """The conftest workspace, with this app, its owner, another user and its service principal."""
+    fake.add_user(OWNER_EMAIL)
+    fake.add_user("mallory@example.com")
+    fake.add_service_principal(CLIENT_ID, CLIENT_SECRET)
+    fake.add_app("coda", creator=OWNER_EMAIL, service_principal_client_id=CLIENT_ID)
+    return fake
 
 
 @pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-def app_settings(make_settings, fake, monkeypatch):
+def app_settings(make_settings, app_fake, monkeypatch):
     # As the Apps runtime does: the secret is in the environment when the process starts.
     monkeypatch.setenv("DATABRICKS_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
 
     def make(**changes) -> Settings:
-        return make_settings(host=fake.url, app_name="coda", client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+        return make_settings(host=app_fake.url, app_name="coda", client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                              profile="DEFAULT", **changes)
 
     return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
 from browser_util import (
     ACTIVE_ROWS,
@@ -18,18 +17,8 @@ from browser_util import (
     wait_for_state,
 )
 from coda_aio.databrickscfg import read_profile
-from coda_aio.testing.fake_workspace import FakeWorkspace
+from conftest import USER
 
-USER = "ada@example.com"
-
-
-@pytest.fixture
-async def fake():
-    ws = FakeWorkspace()
-    ws.add_user(USER)
-    await ws.start()
-    yield ws
-    await ws.stop()
 
 
 async def rendered_text(page) -> str:

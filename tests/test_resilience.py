@@ -11,25 +11,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from coda_aio.app_keys import PROXY, ROTATOR, TOKENS
 from coda_aio.databrickscfg import read_profile
 from coda_aio.rotation_state import fingerprint
 from coda_aio.rotator import TOKEN_COMMENT
-from coda_aio.testing.fake_workspace import FakeWorkspace
 from test_crash_safety import Server
+from conftest import USER, eventually
 
-USER = "ada@example.com"
-
-
-@pytest.fixture
-async def fake():
-    ws = FakeWorkspace()
-    ws.add_user(USER)
-    await ws.start()
-    yield ws
-    await ws.stop()
 
 
 class HealthProbe:
@@ -53,12 +42,6 @@ class HealthProbe:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         return max(self.latencies)
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_workspace_faults_during_configure_rotation_and_proxying(make_settings, serve, fake):
@@ -85,10 +68,10 @@ async def test_workspace_faults_during_configure_rotation_and_proxying(make_sett
         fake.fail("token_create", 429, times=1, retry_after=0.4)
         fake.hang("token_create", times=1)
         fake.reset("token_create", times=1)
-        await until(lambda: app[ROTATOR].last_error is not None)
+        await eventually(lambda: app[ROTATOR].last_error is not None)
         async with http.get(f"{url}/health") as r:
             assert (await r.json())["token"]["error"]  # the user can see what is going on
-        await until(lambda: app[TOKENS].token != first and app[ROTATOR].last_error is None, timeout=20)
+        await eventually(lambda: app[TOKENS].token != first and app[ROTATOR].last_error is None, timeout=20)
         assert fake.calls["token_create"] >= 6
 
         # Proxying: an upstream that hangs gives a 504, one that resets a 502; others still pass.
@@ -150,7 +133,7 @@ async def test_sigterm_during_streams_and_rotations(home: Path, fake):
                 ws = await http.ws_connect(f"{server.url}/api/sessions/{sid}/ws")
                 await ws.send_bytes(b"0yes coda | head -c 100000000 | cat\r")  # streams for a while
                 sockets.append(ws)
-            await until(lambda: len([t for t in fake.live_tokens(USER) if t["comment"] == TOKEN_COMMENT]) >= 2)
+            await eventually(lambda: len([t for t in fake.live_tokens(USER) if t["comment"] == TOKEN_COMMENT]) >= 2)
             children = descendants(server.proc.pid)
             assert len(children) >= 4  # two shells and their pipelines
 
@@ -179,5 +162,5 @@ async def test_sigterm_during_streams_and_rotations(home: Path, fake):
                         if (await r.json())["valid"]:
                             break
                     await asyncio.sleep(0.05)
-            await until(lambda: [t["token_id"] for t in fake.live_tokens(USER) if t["comment"] == TOKEN_COMMENT]
+            await eventually(lambda: [t["token_id"] for t in fake.live_tokens(USER) if t["comment"] == TOKEN_COMMENT]
                         == [fake.token_id_of(token)])

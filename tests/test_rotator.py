@@ -10,34 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from coda_aio.databrickscfg import read_profile
 from coda_aio.rotation_state import fingerprint
 from coda_aio.rotator import ConfigureError, Rotator
-from coda_aio.testing.fake_workspace import FakeWorkspace
 from coda_aio.token_store import TokenStore
 from coda_aio.workspace import Workspace
+from conftest import USER, eventually
 
-USER = "ada@example.com"
 FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace_timeout=1.0)
-
-
-@pytest.fixture
-async def fake():
-    ws = FakeWorkspace()
-    ws.add_user(USER)
-    ws.add_user("bob@example.com")
-    await ws.start()
-    yield ws
-    await ws.stop()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 class Harness:
@@ -63,12 +45,6 @@ class Harness:
         return (read_profile(self.settings.databrickscfg_path, self.settings.profile) or {}).get("token")
 
 
-async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(interval)
-
-
 @pytest.fixture
 def harness(make_settings, fake, http):
     def make(**changes):
@@ -79,6 +55,7 @@ def harness(make_settings, fake, http):
 
 async def test_cold_start_exchange_revokes_only_the_pasted_token(harness, fake, home: Path):
     pat = fake.issue_pat(USER, comment="bootstrap")
+    fake.add_user("bob@example.com")
     bob = fake.issue_pat("bob@example.com")
     async with harness() as h:
         assert h.tokens.state == "missing"
@@ -213,7 +190,7 @@ async def test_revoke_failures_keep_the_record_until_a_later_revoke(harness, fak
         state = json.loads((home / ".coda" / "state.json").read_text())
         assert fake.token_id_of(first) in [m["token_id"] for m in state["minted"]]
     fake.clear_faults()
-    async with harness() as h2:  # the next boot cleans up what was left
+    async with harness():  # the next boot cleans up what was left
         await eventually(lambda: not fake.is_live(first), timeout=5)
 
 

@@ -8,37 +8,14 @@ import logging
 import tomllib
 from pathlib import Path
 
-import aiohttp
 import anthropic
 import openai
 import pytest
 
 from coda_aio.app_keys import PROXY, ROTATOR, TOKENS
-from coda_aio.testing.fake_workspace import FakeWorkspace
 from terminal_client import open_terminal, run_command
+from conftest import USER, eventually
 
-USER = "ada@example.com"
-
-
-@pytest.fixture
-async def fake():
-    ws = FakeWorkspace()
-    ws.add_user(USER)
-    await ws.start()
-    yield ws
-    await ws.stop()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def eventually(predicate, timeout: float = 5.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_health_without_workspace(make_settings, serve, http):

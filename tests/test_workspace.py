@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -36,14 +35,8 @@ async def fake(clock):
 
 
 @pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def ws(fake, session) -> Workspace:
-    return Workspace(fake.url, session, timeout=5)
+def ws(fake, http) -> Workspace:
+    return Workspace(fake.url, http, timeout=5)
 
 
 # --- the happy path ---------------------------------------------------------------------
@@ -80,7 +73,7 @@ async def test_create_list_delete(ws, fake, clock):
     assert [t.comment for t in await ws.list_tokens(minted.value)] == ["coda_aio"]
 
 
-async def test_sends_exactly_the_given_bearer_token(session):
+async def test_sends_exactly_the_given_bearer_token(http):
     seen: list[dict[str, str]] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -94,7 +87,7 @@ async def test_sends_exactly_the_given_bearer_token(session):
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await Workspace(f"http://127.0.0.1:{port}/", session).me("dapi-exact")
+        await Workspace(f"http://127.0.0.1:{port}/", http).me("dapi-exact")
     finally:
         await runner.cleanup()
     assert seen[0]["Authorization"] == "Bearer dapi-exact"
@@ -136,13 +129,13 @@ async def test_404_other_than_gone_token_is_an_error(ws, fake):
     assert e.value.status == 404 and not isinstance(e.value, (TokenRejected, WorkspaceUnavailable))
 
 
-async def test_400_is_a_plain_error(clock, session):
+async def test_400_is_a_plain_error(clock, http):
     fw = FakeWorkspace(clock=clock, max_token_lifetime=60)
     fw.add_user(ALICE)
     url = await fw.start()
     try:
         with pytest.raises(WorkspaceError) as e:
-            await Workspace(url, session).create_token(fw.issue_pat(ALICE), 900, "coda_aio")
+            await Workspace(url, http).create_token(fw.issue_pat(ALICE), 900, "coda_aio")
     finally:
         await fw.stop()
     assert e.value.status == 400 and e.value.error_code == "INVALID_PARAMETER_VALUE"
@@ -169,10 +162,10 @@ async def test_non_json_success_is_transient(ws, fake):
         await ws.me(fake.issue_pat(ALICE))
 
 
-async def test_hang_times_out(fake, session):
+async def test_hang_times_out(fake, http):
     fake.hang("me")
     with pytest.raises(WorkspaceUnavailable, match=r"did not answer within 0.2 s"):
-        await Workspace(fake.url, session, timeout=0.2).me(fake.issue_pat(ALICE))
+        await Workspace(fake.url, http, timeout=0.2).me(fake.issue_pat(ALICE))
 
 
 async def test_dropped_connection_is_transient(ws, fake):
@@ -182,8 +175,8 @@ async def test_dropped_connection_is_transient(ws, fake):
         await ws.me(fake.issue_pat(ALICE))
 
 
-async def test_connection_refused_names_the_host(session):
+async def test_connection_refused_names_the_host(http):
     host = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(WorkspaceUnavailable) as e:
-        await Workspace(host, session).me("dapi0")
+        await Workspace(host, http).me("dapi0")
     assert host in str(e.value) and "DATABRICKS_HOST" in str(e.value)

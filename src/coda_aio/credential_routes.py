@@ -6,7 +6,7 @@ from aiohttp import web
 
 from .app_keys import ROTATOR, SETTINGS, TOKENS
 from .rotator import ConfigureError
-from .web_json import read_json_object
+from .web_json import json_error, read_json_object
 
 # The workspace page where a user creates a personal access token.
 TOKEN_PAGE_PATH = "/settings/user/developer/access-tokens"
@@ -31,11 +31,11 @@ async def configure_pat(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     token = body.get("token")
     if not isinstance(token, str):
-        return web.json_response({"error": 'Send {"token": "<your personal access token>"}.'}, status=400)
+        return json_error(400, 'Send {"token": "<your personal access token>"}.')
     try:
         result = await request.app[ROTATOR].configure(token)
     except ConfigureError as e:
-        return web.json_response({"error": e.message}, status=e.status)
+        return json_error(e.status, e.message)
     return web.json_response(
         {"status": "ok", "user": result.user, "pasted_token": result.pasted_token, "message": result.message}
     )

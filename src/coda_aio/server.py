@@ -26,6 +26,7 @@ from .pty_bridge import SessionManager, build_env
 from .rotator import Rotator
 from .setup_steps import SetupRunner, agent_install_steps
 from .token_store import TokenStore
+from .web_json import json_error
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 @web.middleware

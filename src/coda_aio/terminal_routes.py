@@ -8,7 +8,6 @@ requests into calls on the app's ``SessionManager`` and WebSocket frames into
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from . import ws_protocol
 from .app_keys import SESSIONS
 from .pty_bridge import Session, SessionClosedError, SessionLimitError, SessionStartError
+from .web_json import json_error, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/sessions/{id}", delete_session)
     app.router.add_get("/api/sessions/{id}/ws", attach_socket)
     app.on_shutdown.append(_close_sockets)
-
-
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 class _BadRequest(Exception):
@@ -69,7 +65,7 @@ async def create_session(request: web.Request) -> web.Response:
     if not origin_allowed(request):
         return _cross_origin(request)
     try:
-        body = await _json_object(request)
+        body = await read_json_object(request, allow_empty=True)
         label = body.get("label")
         if label is not None and not isinstance(label, str):
             raise _BadRequest("label must be a string")
@@ -77,11 +73,11 @@ async def create_session(request: web.Request) -> web.Response:
         rows = _size(body, "rows", 24)
         session = await request.app[SESSIONS].create(label=label, cols=cols, rows=rows)
     except (_BadRequest, ValueError) as e:
-        return error(400, str(e))
+        return json_error(400, str(e))
     except SessionLimitError as e:
-        return error(429, str(e))
+        return json_error(429, str(e))
     except SessionStartError as e:
-        return error(503, str(e))
+        return json_error(503, str(e))
     return web.json_response({"id": session.id}, status=201)
 
 
@@ -92,12 +88,12 @@ async def rename_session(request: web.Request) -> web.Response:
     if session is None:
         return _unknown_session()
     try:
-        body = await _json_object(request)
+        body = await read_json_object(request, allow_empty=True)
         if "label" not in body:
             raise _BadRequest('expected a JSON body like {"label": "build"}')
         session.rename(body["label"])
     except (_BadRequest, ValueError) as e:
-        return error(400, str(e))
+        return json_error(400, str(e))
     return web.json_response(describe(session))
 
 
@@ -109,19 +105,6 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:  # includes bodies that are not UTF-8
-        raise _BadRequest("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("the request body must be a JSON object")
-    return body
-
-
 def _size(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -130,11 +113,11 @@ def _size(body: dict[str, Any], name: str, default: int) -> int:
 
 
 def _unknown_session() -> web.Response:
-    return error(404, "no such terminal session; it may have ended. List them with GET /api/sessions")
+    return json_error(404, "no such terminal session; it may have ended. List them with GET /api/sessions")
 
 
 def _cross_origin(request: web.Request) -> web.Response:
-    return error(403, f"refused a cross-origin request from {request.headers.get(hdrs.ORIGIN)!r}")
+    return json_error(403, f"refused a cross-origin request from {request.headers.get(hdrs.ORIGIN)!r}")
 
 
 # --- Origin check -------------------------------------------------------------------
@@ -198,7 +181,7 @@ async def attach_socket(request: web.Request) -> web.StreamResponse:
         timeout=GOODBYE_TIMEOUT,
     )
     if not ws.can_prepare(request).ok:
-        return error(400, "this endpoint expects a WebSocket upgrade")
+        return json_error(400, "this endpoint expects a WebSocket upgrade")
     await ws.prepare(request)
 
     client = SocketClient(ws)

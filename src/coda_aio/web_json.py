@@ -1,10 +1,15 @@
-"""Reading JSON request bodies with errors a person can act on (never a 5xx)."""
+"""JSON in and out of the web routes: request bodies, and errors a person can act on."""
 
 from __future__ import annotations
 
 import json
 
 from aiohttp import web
+
+
+def json_error(status: int, message: str) -> web.Response:
+    """Every error the API sends: ``{"error": message}``."""
+    return web.json_response({"error": message}, status=status)
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:

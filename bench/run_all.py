@@ -1,0 +1,17 @@
+"""Run every benchmark in turn, each printing its figures beside its own baseline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["bench_terminal.py", "bench_proxy.py", "soak_long.py"]
+
+if __name__ == "__main__":
+    here = Path(__file__).parent
+    failed = 0
+    for name in BENCHES:
+        print(f"\n=== {name} ===", flush=True)
+        failed |= subprocess.call([sys.executable, str(here / name)])
+    sys.exit(failed)
