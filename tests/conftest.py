@@ -72,17 +72,25 @@ async def http():
 
 
 @contextlib.asynccontextmanager
+async def serving_app(app: web.Application, port: int) -> AsyncIterator[str]:
+    """Serve an app built by the test on 127.0.0.1:port; yields its URL."""
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
     """The real app (create_app) on 127.0.0.1:settings.port; yields its URL and the app."""
     from coda_aio.server import create_app
 
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", settings.port).start()
-        yield f"http://127.0.0.1:{settings.port}", runner.app
-    finally:
-        await runner.cleanup()
+    app = create_app(settings)
+    async with serving_app(app, settings.port) as url:
+        yield url, app
 
 
 @pytest.fixture

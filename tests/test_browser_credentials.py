@@ -11,13 +11,15 @@ from browser_util import (
     chromium,
     csp_violations,
     run_in_terminal,
-    serve,
     terminal_lines,
     wait_for_line,
     wait_for_state,
 )
+from coda_aio.app_keys import SETUP
 from coda_aio.databrickscfg import read_profile
-from conftest import USER
+from coda_aio.server import create_app
+from coda_aio.setup_steps import SetupRunner, Step
+from conftest import USER, serving_app
 
 
 
@@ -28,7 +30,13 @@ async def rendered_text(page) -> str:
 async def test_paste_a_token_get_a_shell_and_get_asked_again_when_it_dies(make_settings, fake):
     pat = fake.issue_pat(USER)
     settings = make_settings(host=fake.url)
-    async with serve(settings) as url, chromium() as browser:
+    app = create_app(settings)
+    # Setup steps that run here, without the network: one works, one fails with a message.
+    app[SETUP] = SetupRunner([
+        Step("ok", "Install OK-CLI", ["true"]),
+        Step("bad", "Install Broken-CLI", ["sh", "-c", "echo registry unreachable >&2; exit 3"]),
+    ])
+    async with serving_app(app, settings.port) as url, chromium() as browser:
         context = await browser.new_context(viewport={"width": 1100, "height": 640})
         await context.add_init_script(CSP_RECORDER)
         page = await context.new_page()
@@ -51,6 +59,9 @@ async def test_paste_a_token_get_a_shell_and_get_asked_again_when_it_dies(make_s
         await page.keyboard.press("Enter")
         await wait_for_text(page, f"Signed in as {USER}")
         await wait_for_state(page, "shell")
+        # What the agent installs did, printed inline before the shell took over.
+        await wait_for_text(page, "✓ Install OK-CLI")
+        await wait_for_text(page, "✗ Install Broken-CLI: exit code 3: registry unreachable")
         await run_in_terminal(page, "echo ok-$((40+2))")
         await wait_for_line(page, "ok-42")
         assert pat not in await rendered_text(page)

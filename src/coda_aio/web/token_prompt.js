@@ -13,6 +13,24 @@ const RESET = '\x1b[0m';
 
 const PROMPT = `${BOLD}Token:${RESET} `;
 
+// The agent CLI installs, as they stand at sign-in: printed here, before the shell owns the
+// screen; their live progress is in the status bar, where it cannot garble a typed line.
+async function setupSummary() {
+  let status;
+  try {
+    status = await api.setupStatus();
+  } catch {
+    return '';
+  }
+  const steps = Array.isArray(status && status.steps) ? status.steps : [];
+  const line = (step) => {
+    if (step.status === 'failed') return `${RED}✗ ${step.label}: ${crlf(step.error || 'failed')}${RESET}`;
+    if (step.status === 'done' || step.status === 'skipped') return `${GREEN}✓${RESET} ${step.label}`;
+    return `${YELLOW}…${RESET} ${step.label} ${DIM}(in progress: see the status bar)${RESET}`;
+  };
+  return steps.map((step) => `${line(step)}\r\n`).join('');
+}
+
 // Bracketed-paste markers (the shell may have turned that mode on) and any other escape
 // sequence (arrow keys, function keys) are not part of a token.
 const BRACKETED_PASTE = /\x1b\[20[01]~/g;
@@ -64,6 +82,7 @@ export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
         const result = await api.configurePat(token);
         term.write(`${GREEN}Signed in as ${result.user}${RESET}\r\n`);
         if (result.message) term.write(`${DIM}${crlf(result.message)}${RESET}\r\n`);
+        term.write(await setupSummary());
         term.write('\r\n');
         finish(result);
       } catch (err) {
