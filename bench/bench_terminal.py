@@ -1,7 +1,7 @@
 """Terminal speed: output throughput, keystroke echo, and a `yes` flood, next to raw PTY baselines.
 
 Processes, so that no measurement eats the CPU of the thing it measures (2 cores):
-the app (the real ``create_app`` when it imports, else sessions + terminal routes alone),
+the app (the real ``create_app``),
 this driver (WebSocket client and raw-PTY baselines), and during the flood a separate
 client that drains the flooding terminal.
 
@@ -45,30 +45,11 @@ def free_port() -> int:
 
 
 def build_app(home: Path):
-    from aiohttp import web
+    from coda_aio.config import Settings
+    from coda_aio.server import create_app
 
-    try:
-        from coda_aio.config import Settings
-        from coda_aio.server import create_app
-
-        settings = Settings(home=home, port=0, proxy_port=free_port(), install_agents=False)
-        return create_app(settings), "create_app"
-    except ImportError:
-        from coda_aio import terminal_routes
-        from coda_aio.app_keys import SESSIONS
-        from coda_aio.pty_bridge import SessionManager, build_env
-
-        app = web.Application()
-        app[SESSIONS] = SessionManager(8, 3600, home / "projects", build_env(os.environ, {"HOME": str(home)}))
-        terminal_routes.add_routes(app)
-
-        async def sessions_ctx(app):
-            await app[SESSIONS].start()
-            yield
-            await app[SESSIONS].close()
-
-        app.cleanup_ctx.append(sessions_ctx)
-        return app, "sessions + terminal routes"
+    settings = Settings(home=home, port=0, proxy_port=free_port(), install_agents=False)
+    return create_app(settings), "create_app"
 
 
 async def serve(home: Path) -> None:
