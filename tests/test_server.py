@@ -151,3 +151,18 @@ async def test_security_headers_and_json_404(make_settings, serve, http):
         assert r.status == 404 and (await r.json())["error"]
     async with http.delete(f"{url}/health") as r:
         assert r.status == 405 and (await r.json())["error"]
+
+
+async def test_a_page_on_another_site_cannot_set_the_token(make_settings, serve, http, fake, home: Path):
+    """What a hostile page in the user's browser would send: a form post, no preflight."""
+    url, app = await serve(make_settings(host=fake.url))
+    attacker = fake.issue_pat(USER)
+    async with http.post(f"{url}/api/configure-pat", data=f'{{"token": "{attacker}"}}',
+                         headers={"Origin": "https://evil.example", "Content-Type": "text/plain"}) as r:
+        assert r.status == 403 and "cross-origin" in (await r.json())["error"]
+    async with http.post(f"{url}/api/sessions", json={}, headers={"Origin": "http://evil.example"}) as r:
+        assert r.status == 403
+    assert app[TOKENS].state == "missing" and not (home / ".databrickscfg").exists()
+    # The page itself (same origin) is served as usual.
+    async with http.post(f"{url}/api/configure-pat", json={"token": attacker}, headers={"Origin": url}) as r:
+        assert r.status == 200

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from coda_aio import terminal_routes
 from coda_aio.app_keys import SESSIONS
+from coda_aio.origin import same_origin_only
 from coda_aio.pty_bridge import SessionManager, build_env
 
 PYTHON = sys.executable
@@ -23,7 +24,7 @@ TEN_MB = 10 * 1024 * 1024
 
 
 def make_app(home: Path, max_sessions: int = 4) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[same_origin_only])  # as create_app has it
     app[SESSIONS] = SessionManager(
         max_sessions=max_sessions,
         idle_timeout=60,

@@ -20,6 +20,7 @@ from . import __version__, credential_routes, setup_routes, terminal_routes, web
 from .agents import AgentModels, write_agent_configs
 from .app_keys import HTTP, OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
 from .config import Settings
+from .origin import same_origin_only
 from .owner import OwnerCheck, owner_middleware
 from .proxy import ProxyServer
 from .pty_bridge import SessionManager, build_env
@@ -178,7 +179,7 @@ async def setup_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[json_errors, security_headers, owner_middleware],
+        middlewares=[json_errors, security_headers, owner_middleware, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
         client_max_size=64 * 1024,
     )

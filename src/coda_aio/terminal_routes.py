@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
-from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import ws_protocol
 from .app_keys import SESSIONS
@@ -62,8 +61,6 @@ def describe(session: Session) -> dict[str, Any]:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    if not origin_allowed(request):
-        return _cross_origin(request)
     try:
         body = await read_json_object(request, allow_empty=True)
         label = body.get("label")
@@ -82,8 +79,6 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def rename_session(request: web.Request) -> web.Response:
-    if not origin_allowed(request):
-        return _cross_origin(request)
     session = request.app[SESSIONS].get(request.match_info["id"])
     if session is None:
         return _unknown_session()
@@ -98,8 +93,6 @@ async def rename_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    if not origin_allowed(request):
-        return _cross_origin(request)
     if not await request.app[SESSIONS].delete(request.match_info["id"]):
         return _unknown_session()
     return web.Response(status=204)
@@ -114,39 +107,6 @@ def _size(body: dict[str, Any], name: str, default: int) -> int:
 
 def _unknown_session() -> web.Response:
     return json_error(404, "no such terminal session; it may have ended. List them with GET /api/sessions")
-
-
-def _cross_origin(request: web.Request) -> web.Response:
-    return json_error(403, f"refused a cross-origin request from {request.headers.get(hdrs.ORIGIN)!r}")
-
-
-# --- Origin check -------------------------------------------------------------------
-
-
-def origin_allowed(request: web.Request) -> bool:
-    """True when the browser's Origin names the host the request was sent to.
-
-    A missing Origin is a non-browser client (curl, tests) and is allowed. Behind the
-    Databricks Apps proxy the browser's host arrives as X-Forwarded-Host.
-    """
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is None:
-        return True
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False
-    hosts = [request.host]
-    forwarded = request.headers.get(hdrs.X_FORWARDED_HOST)
-    if forwarded:
-        hosts.extend(forwarded.split(","))
-    wanted = _authority(parts.netloc, parts.scheme)
-    return any(_authority(host, parts.scheme) == wanted for host in hosts)
-
-
-def _authority(host: str, scheme: str) -> str:
-    host = host.strip().lower()
-    default_port = ":443" if scheme == "https" else ":80"
-    return host[: -len(default_port)] if host.endswith(default_port) else host
 
 
 # --- WebSocket ----------------------------------------------------------------------
@@ -168,8 +128,6 @@ class SocketClient:
 
 
 async def attach_socket(request: web.Request) -> web.StreamResponse:
-    if not origin_allowed(request):
-        return _cross_origin(request)
     session = request.app[SESSIONS].get(request.match_info["id"])
     if session is None:
         return _unknown_session()
