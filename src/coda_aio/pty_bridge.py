@@ -15,19 +15,18 @@ asked to pause, so a slow client slows the program instead of growing memory.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import secrets
 import signal
-import struct
-import termios
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from .config import SECRET_ENV_VARS
+from .pty_process import session_members, set_window_size, signal_session, spawn
+from .scrollback import Scrollback
 
 log = logging.getLogger(__name__)
 
@@ -101,29 +100,6 @@ def clean_label(label: object) -> str:
 
 def clamp_size(value: int) -> int:
     return max(MIN_SIZE, min(MAX_SIZE, int(value)))
-
-
-class Scrollback:
-    """The last ``limit`` bytes of output, replayed to a client when it attaches."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._buffer = bytearray()
-
-    def append(self, data: bytes) -> None:
-        self._buffer += data
-        # Trimming only when twice the limit keeps the memmove cost per byte constant.
-        if len(self._buffer) > 2 * self._limit:
-            del self._buffer[: len(self._buffer) - self._limit]
-
-    def snapshot(self) -> bytes:
-        start = max(0, len(self._buffer) - self._limit)
-        # Skip UTF-8 continuation bytes so the replay never starts in the middle of a character.
-        end = min(len(self._buffer), start + 3)
-        while start < end and self._buffer[start] & 0xC0 == 0x80:
-            start += 1
-        with memoryview(self._buffer) as view:
-            return bytes(view[start:])
 
 
 class _Attachment:
@@ -269,7 +245,7 @@ class Session:
     def resize(self, cols: int, rows: int) -> None:
         if self._fd < 0:
             return
-        _set_window_size(self._fd, clamp_size(cols), clamp_size(rows))
+        set_window_size(self._fd, clamp_size(cols), clamp_size(rows))
 
     def post_event(self, event: dict[str, Any]) -> None:
         """Send a JSON event to every attached client, in order with the output."""
@@ -285,11 +261,11 @@ class Session:
         if self._closed.done():
             return
         if not self._exited:
-            self._signal_all(signal.SIGHUP)
+            signal_session(self._process.pid, signal.SIGHUP)
             try:
                 await asyncio.wait_for(self._process.wait(), self._kill_grace)
             except asyncio.TimeoutError:
-                self._signal_all(signal.SIGKILL)
+                signal_session(self._process.pid, signal.SIGKILL)
         await asyncio.shield(self._closed)
 
     # --- output: PTY -> pending -> clients -----------------------------------------------
@@ -466,13 +442,13 @@ class Session:
     async def _end_leftovers(self) -> None:
         """HUP whatever the shell left running in its session; KILL what survives the grace."""
         deadline = self._loop.time() + self._kill_grace
-        self._signal_all(signal.SIGHUP)
+        signal_session(self._process.pid, signal.SIGHUP)
         # Usually every process is gone at once, the terminal reports EOF and we are done.
         await self._wait_eof(self._kill_grace)
-        members = _session_members(self._process.pid)
+        members = session_members(self._process.pid)
         if members or (members is None and not self._eof.is_set()):
             await asyncio.sleep(deadline - self._loop.time())
-            self._signal_all(signal.SIGKILL)
+            signal_session(self._process.pid, signal.SIGKILL)
         # Whatever the program wrote before it ended is still on its way out of the PTY.
         await self._wait_eof(FINAL_SEND_TIMEOUT)
 
@@ -506,24 +482,6 @@ class Session:
         os.close(self._fd)
         self._fd = -1
         self._input_drained.set()
-
-    def _signal_all(self, sig: signal.Signals) -> None:
-        """Signal every process of the shell's session: its own group and each job's group."""
-        leader = self._process.pid
-        members = _session_members(leader)
-        if members is None:  # no /proc: the shell's group is the best we can reach
-            members = []
-            try:
-                os.killpg(leader, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for pid in members:
-            try:
-                os.kill(pid, sig)
-                if sig == signal.SIGHUP:
-                    os.kill(pid, signal.SIGCONT)  # a stopped job must wake up to see its HUP
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 class SessionManager:
@@ -581,7 +539,7 @@ class SessionManager:
         label = clean_label(label) if label is not None else f"Terminal {self._created}"
         self._starting += 1  # holds a slot while the shell starts, so the limit can't be overshot
         try:
-            process, master_fd = await _spawn(self._command, self._cwd, self._env, clamp_size(cols), clamp_size(rows))
+            process, master_fd = await _start(self._command, self._cwd, self._env, clamp_size(cols), clamp_size(rows))
         finally:
             self._starting -= 1
         session = Session(
@@ -664,69 +622,14 @@ class SessionManager:
             task.add_done_callback(self._tasks.discard)
 
 
-# --- process plumbing -----------------------------------------------------------------
-
-
-async def _spawn(
+async def _start(
     command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int
 ) -> tuple[asyncio.subprocess.Process, int]:
     try:
         cwd.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SessionStartError(f"cannot create the terminal's working directory {cwd}: {e.strerror}") from e
-    master_fd, slave_fd = os.openpty()
     try:
-        _set_window_size(master_fd, cols, rows)
-        os.set_blocking(master_fd, False)
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=slave_fd,
-            stdout=slave_fd,
-            stderr=slave_fd,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            preexec_fn=_take_controlling_terminal,
-        )
+        return await spawn(command, cwd, env, cols, rows)
     except OSError as e:
-        os.close(master_fd)
         raise SessionStartError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
-    except BaseException:
-        os.close(master_fd)
-        raise
-    finally:
-        # The child has its own copies; ours would keep the terminal open after the shell exits.
-        os.close(slave_fd)
-    return process, master_fd
-
-
-def _take_controlling_terminal() -> None:
-    # Runs in the child between fork and exec, after setsid(): without a controlling
-    # terminal bash has no job control and Ctrl-C would not reach the foreground program.
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def _set_window_size(fd: int, cols: int, rows: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _session_members(sid: int) -> list[int] | None:
-    """Pids of every live process whose session id is ``sid``; None where /proc is absent."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    members = []
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; the fields after its last ")" do not.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            members.append(int(name))
-    return members

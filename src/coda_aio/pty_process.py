@@ -1,0 +1,94 @@
+"""Processes on pseudo-terminals: starting one, sizing its window, signalling its whole session.
+
+Under job control every background job of a shell gets its own process group, so ending a
+terminal means finding every process of the shell's session (from /proc), not one group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import struct
+import termios
+from pathlib import Path
+from typing import Mapping, Sequence
+
+
+async def spawn(
+    command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``command`` on a new PTY, as the leader of its own session with the PTY as its
+    controlling terminal; returns the process and the (non-blocking) master fd."""
+    master_fd, slave_fd = os.openpty()
+    try:
+        set_window_size(master_fd, cols, rows)
+        os.set_blocking(master_fd, False)
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=slave_fd,
+            stdout=slave_fd,
+            stderr=slave_fd,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=_take_controlling_terminal,
+        )
+    except BaseException:
+        os.close(master_fd)
+        raise
+    finally:
+        # The child has its own copies; ours would keep the terminal open after the shell exits.
+        os.close(slave_fd)
+    return process, master_fd
+
+
+def _take_controlling_terminal() -> None:
+    # Runs in the child between fork and exec, after setsid(): without a controlling
+    # terminal bash has no job control and Ctrl-C would not reach the foreground program.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def set_window_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def session_members(sid: int) -> list[int] | None:
+    """Pids of every live process whose session id is ``sid``; None where /proc is absent."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; the fields after its last ")" do not.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+            members.append(int(name))
+    return members
+
+
+def signal_session(leader: int, sig: signal.Signals) -> None:
+    """Signal every process of the session ``leader`` leads: its own group and each job's group."""
+    members = session_members(leader)
+    if members is None:  # no /proc: the shell's group is the best we can reach
+        members = []
+        try:
+            os.killpg(leader, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in members:
+        try:
+            os.kill(pid, sig)
+            if sig == signal.SIGHUP:
+                os.kill(pid, signal.SIGCONT)  # a stopped job must wake up to see its HUP
+        except (ProcessLookupError, PermissionError):
+            pass
