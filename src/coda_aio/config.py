@@ -19,6 +19,17 @@ SECRET_ENV_VARS = (
     "DATABRICKS_CLIENT_SECRET",
 )
 
+
+def is_secret_env(name: str) -> bool:
+    """A variable that carries a credential (any DATABRICKS_CLIENT_* included, to be safe)."""
+    return name in SECRET_ENV_VARS or name.startswith("DATABRICKS_CLIENT_")
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` minus every credential: what child processes (terminals, npm) may see."""
+    return {name: value for name, value in env.items() if not is_secret_env(name)}
+
+
 AUTH_MODES = ("pat", "service-principal")
 
 

@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
-from .config import SECRET_ENV_VARS
+from .config import without_secrets
 from .pty_process import session_members, set_window_size, signal_session, spawn
 from .scrollback import Scrollback
 
@@ -77,16 +77,10 @@ class Client(Protocol):
 
 def build_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The environment of every terminal: ``base`` plus ``extra``, without any credential."""
-    env = {**base, **extra}
-    for name in [name for name in env if _is_secret_name(name)]:
-        del env[name]
+    env = without_secrets({**base, **extra})
     env["TERM"] = "xterm-256color"
     env["COLORTERM"] = "truecolor"
     return env
-
-
-def _is_secret_name(name: str) -> bool:
-    return name in SECRET_ENV_VARS or name == "DATABRICKS_TOKEN" or name.startswith("DATABRICKS_CLIENT_")
 
 
 def clean_label(label: object) -> str:

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
-from .config import SECRET_ENV_VARS, Settings
+from .config import Settings, without_secrets
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class SetupRunner:
         """``env`` is the steps' environment (the process's own when None), always without
         credentials: install scripts of third-party packages run with it."""
         self._steps = list(steps)
-        base = dict(os.environ if env is None else env)
-        self._env = {k: v for k, v in base.items() if k not in SECRET_ENV_VARS}
+        self._env = without_secrets(os.environ if env is None else env)
         self._states = {step.id: _StepState() for step in self._steps}
         self._task: asyncio.Task | None = None
         self._processes: set[asyncio.subprocess.Process] = set()
