@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
 SESSIONS: web.AppKey[SessionManager] = web.AppKey("sessions")
-HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
 WORKSPACE: web.AppKey[Workspace] = web.AppKey("workspace")
 ROTATOR: web.AppKey[Rotator] = web.AppKey("rotator")
 PROXY: web.AppKey[ProxyServer] = web.AppKey("proxy")

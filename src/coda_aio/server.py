@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import __version__, credential_routes, setup_routes, terminal_routes, web_routes
 from .agents import AgentModels, write_agent_configs
-from .app_keys import HTTP, OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
+from .app_keys import OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
 from .config import Settings
 from .origin import same_origin_only
 from .owner import OwnerCheck, owner_middleware
@@ -94,8 +94,7 @@ async def health(request: web.Request) -> web.Response:
 async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     """One pooled client session for every call to the workspace."""
     settings = app[SETTINGS]
-    session = aiohttp.ClientSession(auto_decompress=True)
-    app[HTTP] = session
+    session = aiohttp.ClientSession()
     if settings.host:
         app[WORKSPACE] = Workspace(settings.host, session, timeout=settings.workspace_timeout)
     yield

@@ -62,14 +62,6 @@ class TokenStore:
     def info(self) -> TokenInfo:
         return self._info
 
-    @property
-    def cfg_path(self) -> Path:
-        return self._cfg_path
-
-    @property
-    def profile(self) -> str:
-        return self._profile
-
     def age_seconds(self, now: float | None = None) -> float | None:
         if self._info.minted_at is None:
             return None
