@@ -66,6 +66,16 @@ async def start_proxy(tokens, home: Path, workspace_host, gateway_host=None, rej
 
 
 @pytest.fixture
+async def upstream_proxy(home: Path, upstream):
+    """The proxy in front of the local test upstream, with token dapi-upstream current."""
+    tokens = TokenStore(home / ".databrickscfg", "coda", upstream.url)
+    await tokens.set("dapi-upstream", TokenInfo())
+    proxy = await start_proxy(tokens, home, upstream.url)
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
 async def rig(home: Path):
     workspace = FakeWorkspace(sse_events=3)
     await workspace.start()
@@ -378,33 +388,23 @@ def test_is_loopback_host():
     assert not any(map(is_loopback_host, ["", "::1", "[::1]x", "localhost:abc", "localhost.evil", "127.0.0.2"]))
 
 
-async def test_hop_by_hop_and_cookie_headers_dropped_both_ways(home: Path, upstream: Upstream, http):
-    tokens = TokenStore(home / ".databrickscfg", "coda", upstream.url)
-    await tokens.set("dapi-upstream", TokenInfo())
-    proxy = await start_proxy(tokens, home, upstream.url)
-    try:
-        headers = {"Authorization": f"Bearer {proxy.key}", "Connection": "keep-alive, X-Client-Hop",
-                   "X-Client-Hop": "1", "TE": "trailers", "Proxy-Authorization": "Basic x", "X-Kept": "1"}
-        async with http.get(f"{proxy.url}/hop", headers=headers) as resp:
-            assert resp.status == 200
-            assert "X-Private-Hop" not in resp.headers and "Set-Cookie" not in resp.headers
-        seen = upstream.seen[-1].headers
-        assert "X-Client-Hop" not in seen and "TE" not in seen and "Proxy-Authorization" not in seen
-        assert seen["X-Kept"] == "1" and seen["Authorization"] == "Bearer dapi-upstream"
-    finally:
-        await proxy.stop()
+async def test_hop_by_hop_and_cookie_headers_dropped_both_ways(upstream: Upstream, upstream_proxy: ProxyServer, http):
+    proxy = upstream_proxy
+    headers = {"Authorization": f"Bearer {proxy.key}", "Connection": "keep-alive, X-Client-Hop",
+               "X-Client-Hop": "1", "TE": "trailers", "Proxy-Authorization": "Basic x", "X-Kept": "1"}
+    async with http.get(f"{proxy.url}/hop", headers=headers) as resp:
+        assert resp.status == 200
+        assert "X-Private-Hop" not in resp.headers and "Set-Cookie" not in resp.headers
+    seen = upstream.seen[-1].headers
+    assert "X-Client-Hop" not in seen and "TE" not in seen and "Proxy-Authorization" not in seen
+    assert seen["X-Kept"] == "1" and seen["Authorization"] == "Bearer dapi-upstream"
 
 
-async def test_compressed_bodies_pass_through_untouched(home: Path, upstream: Upstream, http):
-    tokens = TokenStore(home / ".databrickscfg", "coda", upstream.url)
-    await tokens.set("dapi-upstream", TokenInfo())
-    proxy = await start_proxy(tokens, home, upstream.url)
-    try:
-        async with http.get(f"{proxy.url}/gzip", headers={"Authorization": f"Bearer {proxy.key}"}) as resp:
-            assert resp.headers["Content-Encoding"] == "gzip"
-            assert gzip.decompress(await resp.read()) == b"compressed payload " * 50
-    finally:
-        await proxy.stop()
+async def test_compressed_bodies_pass_through_untouched(upstream_proxy: ProxyServer, http):
+    proxy = upstream_proxy
+    async with http.get(f"{proxy.url}/gzip", headers={"Authorization": f"Bearer {proxy.key}"}) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await resp.read()) == b"compressed payload " * 50
 
 
 # --- routing -------------------------------------------------------------------------------
@@ -496,40 +496,30 @@ async def test_large_bodies_stream_with_bounded_memory(rig: Rig, http: aiohttp.C
     assert peak < 16 * MB, f"peak traced memory {peak / MB:.1f} MB"
 
 
-async def test_client_leaving_mid_stream_cancels_the_upstream(home: Path, upstream: Upstream):
-    tokens = TokenStore(home / ".databrickscfg", "coda", upstream.url)
-    await tokens.set("dapi-up", TokenInfo())
-    proxy = await start_proxy(tokens, home, upstream.url)
-    try:
-        auth = {"Authorization": f"Bearer {proxy.key}"}
-        async with aiohttp.ClientSession() as client:
-            resp = await client.get(f"{proxy.url}/endless-sse", headers=auth)
-            assert (await resp.content.readuntil(b"\n\n")) == b"data: 0\n\n"
-            resp.close()  # the agent is gone (Ctrl-C)
-        await asyncio.wait_for(upstream.stream_cancelled.wait(), 5)
-        async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/still-here", headers=auth) as resp:
-            assert resp.status == 200
-    finally:
-        await proxy.stop()
+async def test_client_leaving_mid_stream_cancels_the_upstream(upstream: Upstream, upstream_proxy: ProxyServer):
+    proxy = upstream_proxy
+    auth = {"Authorization": f"Bearer {proxy.key}"}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.get(f"{proxy.url}/endless-sse", headers=auth)
+        assert (await resp.content.readuntil(b"\n\n")) == b"data: 0\n\n"
+        resp.close()  # the agent is gone (Ctrl-C)
+    await asyncio.wait_for(upstream.stream_cancelled.wait(), 5)
+    async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/still-here", headers=auth) as resp:
+        assert resp.status == 200
 
 
-async def test_upstream_breaking_mid_stream_truncates_the_client(home: Path, upstream: Upstream, http):
-    tokens = TokenStore(home / ".databrickscfg", "coda", upstream.url)
-    await tokens.set("dapi-up", TokenInfo())
-    proxy = await start_proxy(tokens, home, upstream.url)
-    try:
-        auth = {"Authorization": f"Bearer {proxy.key}"}
-        async with http.get(f"{proxy.url}/broken?size={10 * MB}", headers=auth) as resp:
-            assert resp.status == 200  # streaming had begun when the upstream broke
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await resp.read()  # a short body must not look complete
-        async with http.get(f"{proxy.url}/broken?size=1000", headers=auth) as resp:
-            assert resp.status == 502  # a small answer is relayed whole or not at all
-            assert "before the answer was complete" in (await resp.json())["error"]
-        async with http.get(f"{proxy.url}/fine", headers={"Authorization": f"Bearer {proxy.key}"}) as resp:
-            assert resp.status == 200
-    finally:
-        await proxy.stop()
+async def test_upstream_breaking_mid_stream_truncates_the_client(upstream_proxy: ProxyServer, http):
+    proxy = upstream_proxy
+    auth = {"Authorization": f"Bearer {proxy.key}"}
+    async with http.get(f"{proxy.url}/broken?size={10 * MB}", headers=auth) as resp:
+        assert resp.status == 200  # streaming had begun when the upstream broke
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()  # a short body must not look complete
+    async with http.get(f"{proxy.url}/broken?size=1000", headers=auth) as resp:
+        assert resp.status == 502  # a small answer is relayed whole or not at all
+        assert "before the answer was complete" in (await resp.json())["error"]
+    async with http.get(f"{proxy.url}/fine", headers={"Authorization": f"Bearer {proxy.key}"}) as resp:
+        assert resp.status == 200
 
 
 # --- upstream trouble ---------------------------------------------------------------
