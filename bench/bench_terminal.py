@@ -44,11 +44,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The served app's web key (local mode needs one); the bench's clients send it as a Bearer header.
+WEB_KEY = "coda-web-bench-key-0123456789"
+WEB_AUTH = {"Authorization": f"Bearer {WEB_KEY}"}
+
+
 def build_app(home: Path):
     from coda_aio.config import Settings
     from coda_aio.server import create_app
 
-    settings = Settings(home=home, port=0, proxy_port=free_port(), install_agents=False)
+    settings = Settings(home=home, port=0, proxy_port=free_port(), install_agents=False, web_token=WEB_KEY)
     return create_app(settings), "create_app"
 
 
@@ -259,7 +264,7 @@ async def ctrl_c_latency(term: Term, rounds: int) -> list[float]:
 
 async def drain_flood(url: str, session_id: str, seconds: float, slow: bool) -> None:
     """Run in its own process: attach to the flooding terminal and read it, fast or slowly."""
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=WEB_AUTH) as http:
         ws = await http.ws_connect(f"{url}/api/sessions/{session_id}/ws", max_msg_size=0)
         print("attached", flush=True)
         received = 0
@@ -341,7 +346,7 @@ async def main(args) -> None:
         try:
             hello = json.loads(await server.stdout.readline())
             url = hello["url"]
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(headers=WEB_AUTH) as http:
                 _, term = await open_term(http, url)
 
                 progress("cat throughput")

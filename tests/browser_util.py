@@ -10,7 +10,7 @@ from typing import AsyncIterator
 from playwright.async_api import Browser, Page, async_playwright
 
 from coda_aio.config import Settings
-from conftest import serving
+from conftest import WEB_KEY, serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -62,12 +62,17 @@ class PageProblems:
         page.on("pageerror", lambda e: self.messages.append(f"uncaught: {e}"))
 
 
+def printed_url(url: str) -> str:
+    """What coda_aio prints at startup: the page's URL with the web key, as a user opens it."""
+    return f"{url}/?token={WEB_KEY}"
+
+
 async def open_terminal_page(browser: Browser, url: str, problems: PageProblems) -> Page:
     context = await browser.new_context(viewport={"width": 1100, "height": 640})
     await context.add_init_script(CSP_RECORDER)
     page = await context.new_page()
     problems.watch(page)
-    await page.goto(url)
+    await page.goto(printed_url(url))
     await wait_for_state(page, "shell")
     return page
 

@@ -12,11 +12,16 @@ from typing import AsyncIterator, Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from coda_aio.config import Settings
 from coda_aio.testing.fake_workspace import FakeWorkspace
+from coda_aio.web_access import cookie_name, cookie_value
 
 USER = "ada@example.com"
+# The web key of every test server (local mode needs one): clients made by `http` and
+# `web_session()` carry it as the browser does, in the cookie that /?token= sets.
+WEB_KEY = "coda-web-test-key-0123456789"
 
 
 def free_port() -> int:
@@ -42,7 +47,8 @@ def make_settings(home: Path):
     """Settings for a test app: loopback, a free proxy port, no npm installs."""
 
     def make(**changes) -> Settings:
-        base = Settings(home=home, port=free_port(), proxy_port=free_port(), install_agents=False)
+        base = Settings(home=home, port=free_port(), proxy_port=free_port(), install_agents=False,
+                        web_token=WEB_KEY)
         return base.with_changes(**changes)
 
     return make
@@ -65,9 +71,16 @@ async def fake():
     await workspace.stop()
 
 
+def web_session(**kwargs) -> aiohttp.ClientSession:
+    """A client session holding the web key's cookie for 127.0.0.1 (any port, as in a browser)."""
+    jar = aiohttp.CookieJar(unsafe=True)  # unsafe: allow cookies for an IP address
+    jar.update_cookies({cookie_name(WEB_KEY): cookie_value(WEB_KEY)}, URL("http://127.0.0.1/"))
+    return aiohttp.ClientSession(cookie_jar=jar, **kwargs)
+
+
 @pytest.fixture
 async def http():
-    async with aiohttp.ClientSession() as session:
+    async with web_session() as session:
         yield session
 
 

@@ -18,6 +18,7 @@ from coda_aio.config import Settings
 from coda_aio.rotator import TOKEN_COMMENT
 from coda_aio.server import create_app
 from coda_aio.testing.fake_workspace import FakeWorkspace
+from conftest import WEB_KEY, web_session
 
 USER = "soak@example.com"
 LINES_PER_ROUND = 2000
@@ -110,6 +111,13 @@ async def call_proxy(http: aiohttp.ClientSession, proxy_url: str, key: str, stop
         report.proxied_calls += 1
 
 
+async def until(condition, timeout: float = 5.0) -> None:
+    """Wait for ``condition()``, at most ``timeout`` seconds; the caller reports what it finds."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def run_soak(home: Path, port: int, proxy_port: int, *, rotations: int, sessions: int = 4,
                    rounds: int = 10, interval: float = 0.02, grace: float = 0.05, min_seconds: float = 0.0) -> SoakReport:
     """Run until ``rotations`` rotations are done and at least ``min_seconds`` have passed."""
@@ -117,7 +125,7 @@ async def run_soak(home: Path, port: int, proxy_port: int, *, rotations: int, se
     fake = FakeWorkspace()
     fake.add_user(USER)
     await fake.start()
-    settings = Settings(home=home, host=fake.url, port=port, proxy_port=proxy_port, install_agents=False,
+    settings = Settings(home=home, host=fake.url, port=port, proxy_port=proxy_port, install_agents=False, web_token=WEB_KEY,
                         rotation_interval=interval, token_lifetime=60, revoke_grace=grace)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=2)
     await runner.setup()
@@ -126,7 +134,7 @@ async def run_soak(home: Path, port: int, proxy_port: int, *, rotations: int, se
     url = f"http://127.0.0.1:{port}"
     stop = asyncio.Event()
     try:
-        async with aiohttp.ClientSession() as http:
+        async with web_session() as http:
             async with http.post(f"{url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:
                 assert r.status == 200, await r.text()
             report.rss_start_kb = rss_kb()
@@ -151,18 +159,22 @@ async def run_soak(home: Path, port: int, proxy_port: int, *, rotations: int, se
             report.bytes_expected = len(expected_stream(rounds)) * len(outputs)
             report.bytes_received = sum(length for length, _ in outputs)
             report.streams_intact = all(intact for _, intact in outputs)
-            # Let the last grace period pass, so every superseded token is revoked.
-            await asyncio.sleep(settings.revoke_grace * 3 + 0.5)
-            current = app[TOKENS].token
-            report.leftover_tokens = [
-                t for t in fake.live_tokens(USER)
-                if t["comment"] == TOKEN_COMMENT and t["token_id"] != fake.token_id_of(current)
-            ]
+            # Every superseded token is revoked once its grace period has passed: wait for that
+            # (bounded), and report whatever is still left.
+
+            def leftover() -> list[dict]:
+                current = app[TOKENS].token
+                return [t for t in fake.live_tokens(USER)
+                        if t["comment"] == TOKEN_COMMENT and t["token_id"] != fake.token_id_of(current)]
+
+            await until(lambda: not leftover(), timeout=settings.revoke_grace * 3 + 10)
+            report.leftover_tokens = leftover()
             report.rss_end_kb = rss_kb()
     finally:
         await runner.cleanup()
         await fake.stop()
-    await asyncio.sleep(0.1)
+    # Closed sockets and finished tasks go away within a few loop turns: wait for that, bounded.
+    await until(lambda: open_fds() == report.fds_before and len(asyncio.all_tasks()) <= report.tasks_before)
     report.fds_after = open_fds()
     report.tasks_after = len(asyncio.all_tasks())
     return report

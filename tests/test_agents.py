@@ -8,7 +8,9 @@ import stat
 import tomllib
 from pathlib import Path
 
-from coda_aio.agents import AgentModels, write_agent_configs
+from coda_aio.agent_files import AgentFiles
+from coda_aio.agents import CODING_AGENT_HEADER, AgentModels, terminal_env, write_agent_configs
+from coda_aio.config import Settings
 
 PROXY_URL = "http://127.0.0.1:4123"
 KEY = "coda-local-test-key_123"
@@ -18,10 +20,12 @@ TOKEN = "dapi0123456789abcdef-the-databricks-token"
 def paths(home: Path) -> dict[str, Path]:
     return {
         "claude": home / ".claude" / "settings.json",
+        "claude_state": home / ".claude.json",
         "codex": home / ".codex" / "config.toml",
         "opencode": home / ".config" / "opencode" / "opencode.json",
         "gemini_env": home / ".gemini" / ".env",
         "gemini_settings": home / ".gemini" / "settings.json",
+        "gemini_trust": home / ".gemini" / "trustedFolders.json",
         "ccr": home / ".claude-code-router" / "config.json",
     }
 
@@ -50,6 +54,14 @@ def test_fresh_home_gets_every_config(home: Path):
     assert claude["ANTHROPIC_AUTH_TOKEN"] == KEY
     assert claude["ANTHROPIC_MODEL"] == AgentModels().claude
     assert claude["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == AgentModels().claude_fast
+    assert claude["ANTHROPIC_CUSTOM_HEADERS"] == CODING_AGENT_HEADER
+
+    # First-run screens are answered: onboarding done, the projects folder trusted.
+    projects = str(home / "projects")
+    state = json.loads(p["claude_state"].read_text())
+    assert state["hasCompletedOnboarding"] is True
+    assert state["projects"][projects]["hasTrustDialogAccepted"] is True
+    assert json.loads(p["gemini_trust"].read_text()) == {projects: "TRUST_FOLDER"}
 
     codex = tomllib.loads(p["codex"].read_text())
     assert codex["model_provider"] == "databricks"
@@ -58,18 +70,22 @@ def test_fresh_home_gets_every_config(home: Path):
     assert provider["base_url"] == f"{PROXY_URL}/serving-endpoints"
     assert provider["experimental_bearer_token"] == KEY
     assert provider["wire_api"] == "responses"
+    assert codex["projects"][projects] == {"trust_level": "trusted"}
 
     opencode = json.loads(p["opencode"].read_text())
     options = opencode["provider"]["databricks"]["options"]
     assert options == {"baseURL": f"{PROXY_URL}/serving-endpoints", "apiKey": KEY}
     assert opencode["model"] == f"databricks/{AgentModels().claude}"
+    assert opencode["small_model"] == f"databricks/{AgentModels().claude_fast}"
     assert AgentModels().claude in opencode["provider"]["databricks"]["models"]
 
     env = parse_dotenv(p["gemini_env"].read_text())
     assert env["GEMINI_API_KEY"] == KEY
     assert env["GOOGLE_GEMINI_BASE_URL"] == f"{PROXY_URL}/serving-endpoints/google"
     assert env["GEMINI_MODEL"] == AgentModels().gemini
-    assert json.loads(p["gemini_settings"].read_text())["security"]["auth"]["selectedType"] == "gemini-api-key"
+    gemini = json.loads(p["gemini_settings"].read_text())
+    assert gemini["security"]["auth"]["selectedType"] == "gemini-api-key"
+    assert gemini["privacy"]["usageStatisticsEnabled"] is False and gemini["general"]["enableAutoUpdate"] is False
 
     ccr = json.loads(p["ccr"].read_text())
     [ours] = ccr["Providers"]
@@ -137,7 +153,7 @@ def test_existing_files_keep_the_users_keys(home: Path):
     opencode = json.loads(p["opencode"].read_text())
     assert opencode["theme"] == "tokyonight"
     assert opencode["provider"]["ollama"] == {"npm": "x"}
-    assert set(opencode["provider"]["databricks"]["models"]) == {"my-endpoint", "c-model", "x-model", "g-model"}
+    assert set(opencode["provider"]["databricks"]["models"]) == {"my-endpoint", "c-model", "h-model", "x-model", "g-model"}
 
     env_text = p["gemini_env"].read_text()
     assert env_text.startswith("# my settings\n")
@@ -145,7 +161,8 @@ def test_existing_files_keep_the_users_keys(home: Path):
     assert env["GEMINI_API_KEY"] == KEY and env["OTHER_VAR"] == "keep me" and env["GEMINI_MODEL"] == "g-model"
     assert env_text.count("GEMINI_API_KEY=") == 1
     gemini_settings = json.loads(p["gemini_settings"].read_text())
-    assert gemini_settings == {"security": {"auth": {"selectedType": "oauth-personal"}}, "ui": {"x": 1}}
+    assert gemini_settings["security"] == {"auth": {"selectedType": "oauth-personal"}}
+    assert gemini_settings["ui"] == {"x": 1}
 
     ccr = json.loads(p["ccr"].read_text())
     assert ccr["PORT"] == 3456
@@ -183,7 +200,8 @@ def test_unparseable_files_are_left_untouched_and_reported(home: Path):
         assert p[name].read_text() == text, name
         assert any(str(p[name]) in error for error in report.errors), (name, report.errors)
     assert len(report.errors) == len(broken)
-    assert report.written == [p["gemini_settings"]]  # the one healthy file still gets written
+    # The healthy files still get written.
+    assert set(report.written) == {p["claude_state"], p["gemini_settings"], p["gemini_trust"]}
 
 
 def test_nested_key_of_the_wrong_type_is_reported(home: Path):
@@ -202,3 +220,76 @@ def test_models_from_env():
     assert (models.claude, models.codex, models.gemini, models.claude_fast) == ("a", "b", "c", "d")
     assert models.claude_opus == AgentModels().claude_opus
     assert AgentModels.from_env({"ANTHROPIC_MODEL": "  "}) == AgentModels()
+
+
+def test_users_answers_to_first_run_questions_stand(home: Path):
+    p = paths(home)
+    projects = str(home / "projects")
+    p["claude_state"].write_text(json.dumps({
+        "numStartups": 12, "hasCompletedOnboarding": False,
+        "projects": {projects: {"hasTrustDialogAccepted": False, "allowedTools": ["x"]}, "/other": {}},
+    }))
+    p["codex"].parent.mkdir(parents=True)
+    p["codex"].write_text(f'[projects."{projects}"]\ntrust_level = "untrusted"\n')
+    p["gemini_trust"].parent.mkdir(parents=True)
+    p["gemini_trust"].write_text(json.dumps({projects: "DO_NOT_TRUST", "/work": "TRUST_PARENT"}))
+    assert write_agent_configs(home, PROXY_URL, KEY).ok
+
+    state = json.loads(p["claude_state"].read_text())
+    # Onboarding is a one-time screen, not a choice: it is always marked done.
+    assert state["hasCompletedOnboarding"] is True and state["numStartups"] == 12
+    assert state["projects"][projects] == {"hasTrustDialogAccepted": False, "allowedTools": ["x"]}
+    assert state["projects"]["/other"] == {}
+    assert tomllib.loads(p["codex"].read_text())["projects"][projects] == {"trust_level": "untrusted"}
+    assert json.loads(p["gemini_trust"].read_text()) == {projects: "DO_NOT_TRUST", "/work": "TRUST_PARENT"}
+
+
+def test_local_mode_writes_only_under_dot_coda(home: Path):
+    """Locally the agents get config directories of coda's own; the user's files stay as they were."""
+    settings = Settings(home=home)
+    files = AgentFiles.for_settings(settings)
+    report = write_agent_configs(files, PROXY_URL, KEY)
+    assert report.ok, report.errors
+    written = {path for path in home.rglob("*") if path.is_file()}
+    assert written == set(report.written)
+    assert all(path.is_relative_to(home / ".coda") for path in written), written
+
+    coda = home / ".coda"
+    assert files.env == {
+        "CLAUDE_CONFIG_DIR": str(coda / "claude"),
+        "CODEX_HOME": str(coda / "codex"),
+        "OPENCODE_CONFIG": str(coda / "opencode" / "opencode.json"),
+        "GEMINI_CLI_HOME": str(coda / "gemini"),
+    }
+    # Each file is where its CLI looks when given that setting.
+    assert (coda / "claude" / "settings.json") in written and (coda / "claude" / ".claude.json") in written
+    assert (coda / "codex" / "config.toml") in written
+    assert (coda / "opencode" / "opencode.json") in written
+    for name in ("settings.json", ".env", "trustedFolders.json"):
+        assert (coda / "gemini" / ".gemini" / name) in written
+    # Claude Code Router has no config-dir setting: locally it is left alone.
+    assert not any("claude-code-router" in str(path) for path in written)
+    trusted = json.loads((coda / "gemini" / ".gemini" / "trustedFolders.json").read_text())
+    assert trusted == {str(settings.projects_dir): "TRUST_FOLDER"}
+
+
+def test_app_mode_uses_the_real_home(home: Path):
+    files = AgentFiles.for_settings(Settings(home=home, app_name="coda"))
+    assert files == AgentFiles.in_home(home, home / "projects")
+    assert files.env == {}
+    assert files.claude_settings == home / ".claude" / "settings.json"
+    # Nothing to point at: the terminals' environment gets no agent settings.
+    assert terminal_env(files, PROXY_URL, KEY, AgentModels()) == {}
+
+
+def test_local_terminal_env_names_the_config_dirs_and_gemini_settings(home: Path):
+    files = AgentFiles.for_settings(Settings(home=home))
+    env = terminal_env(files, PROXY_URL + "/", KEY, AgentModels(gemini="g-model"))
+    assert env == {
+        **files.env,
+        "GEMINI_API_KEY": KEY,
+        "GOOGLE_GEMINI_BASE_URL": f"{PROXY_URL}/serving-endpoints/google",
+        "GEMINI_MODEL": "g-model",
+        "GEMINI_API_KEY_AUTH_MECHANISM": "bearer",
+    }
+    assert not any(value.startswith("dapi") for value in env.values())

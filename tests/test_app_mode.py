@@ -67,10 +67,10 @@ async def test_fails_closed_until_the_owner_is_known_then_retries(app_settings, 
     async with http.get(f"{url}/api/sessions", headers=AS_OWNER) as r:
         assert r.status == 503 and "owns this app" in (await r.json())["error"]
     async with http.get(f"{url}/health") as r:  # the platform's probe still works
-        assert r.status == 200 and (await r.json())["owner_check"] == "pending"
+        assert r.status == 200 and await r.json() == {"status": "ok"}
     await wait_for_owner(app)
     assert app[OWNER].attempts >= 3
-    async with http.get(f"{url}/health") as r:
+    async with http.get(f"{url}/health", headers=AS_OWNER) as r:
         health = await r.json()
     assert health["owner_check"] == "ok" and health["mode"] == "app"
     assert OWNER_EMAIL.lower() not in str(health).lower()
@@ -117,6 +117,45 @@ async def test_configure_pat_from_another_user_changes_nothing(app_settings, ser
     async with http.post(f"{url}/api/configure-pat", json={"token": owner_pat}, headers=AS_OWNER) as r:
         assert r.status == 200 and (await r.json())["user"] == OWNER_EMAIL
     assert "[DEFAULT]" in (home / ".databrickscfg").read_text()
+
+
+async def test_the_owner_pasting_someone_elses_token_is_refused_and_changes_nothing(app_settings, serve, http, fake,
+                                                                                     home):
+    """Issue 10 §4: the app would act, rotate and proxy as Mallory, and revoke Mallory's token."""
+    url, app = await serve(app_settings())
+    await wait_for_owner(app)
+    mallorys = fake.issue_pat("mallory@example.com")
+    mallorys_before = fake.live_tokens("mallory@example.com")
+    for pasted in (mallorys, f"  {mallorys}\n"):
+        async with http.post(f"{url}/api/configure-pat", json={"token": pasted}, headers=AS_OWNER) as r:
+            body = await r.json()
+            assert r.status == 403, body
+            assert "mallory@example.com" in body["error"] and "Nothing was changed" in body["error"]
+    assert app[TOKENS].state == "missing" and app[TOKENS].token is None
+    assert not (home / ".databrickscfg").exists()
+    assert fake.minted_count == 0 and fake.is_live(mallorys)
+    assert fake.live_tokens("mallory@example.com") == mallorys_before
+    owner_pat = fake.issue_pat(OWNER_EMAIL)
+    async with http.post(f"{url}/api/configure-pat", json={"token": owner_pat}, headers=AS_OWNER) as r:
+        assert r.status == 200 and (await r.json())["user"] == OWNER_EMAIL
+    # A token whose user cannot be read right now is refused too (fail closed), and kept.
+    third = fake.issue_pat("mallory@example.com")
+    fake.fail("me", 503, times=1)
+    async with http.post(f"{url}/api/configure-pat", json={"token": third}, headers=AS_OWNER) as r:
+        assert r.status == 503 and fake.is_live(third)
+    assert app[TOKENS].info.user == OWNER_EMAIL
+
+
+async def test_health_tells_anonymous_callers_only_that_the_app_is_up(app_settings, serve, http):
+    """Issue 10 §5: sessions, token state, next rotation and the last error are the owner's business."""
+    url, app = await serve(app_settings())
+    await wait_for_owner(app)
+    for headers in ({}, AS_OTHER, {"X-Forwarded-Email": ""}):
+        async with http.get(f"{url}/health", headers=headers) as r:
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+    async with http.get(f"{url}/health", headers=AS_OWNER) as r:
+        detail = await r.json()
+    assert detail["status"] == "ok" and detail["mode"] == "app" and "token" in detail and "sessions" in detail
 
 
 async def test_no_secret_in_a_terminals_environment(app_settings, serve, http, fake, monkeypatch):

@@ -25,6 +25,7 @@ from browser_util import (
     wait_for_state,
 )
 from coda_aio import web_routes
+from conftest import web_session
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -42,7 +43,7 @@ async def app_url(make_settings):
 
 
 async def sessions(url: str) -> list[dict]:
-    async with aiohttp.ClientSession() as client, client.get(f"{url}/api/sessions") as response:
+    async with web_session() as client, client.get(f"{url}/api/sessions") as response:
         assert response.status == 200
         return await response.json()
 
@@ -55,7 +56,7 @@ async def test_shell_runs_and_page_is_clean(browser, app_url):
     await wait_for_line(page, "hi-42")
 
     assert await page.locator("#status-connection").inner_text() == "Connected"
-    assert await page.locator("#status-account").inner_text() == "No workspace configured"
+    assert await page.locator("#status-account").inner_text() == "No workspace: set DATABRICKS_HOST"
     # Truecolor output is styled by xterm.js with inline styles, which the CSP must allow.
     await run_in_terminal(page, r"printf '\e[38;2;255;100;0mORANGE\e[0m\n'")
     await wait_for_line(page, "ORANGE")
@@ -235,6 +236,10 @@ async def ui_client(make_settings):
         ("/vendor/addon-web-links.mjs", "text/javascript"),
         ("/vendor/addon-search.mjs", "text/javascript"),
         ("/vendor/addon-unicode11.mjs", "text/javascript"),
+        ("/vendor/addon-image.mjs", "text/javascript"),
+        ("/vendor/addon-clipboard.mjs", "text/javascript"),
+        ("/vendor/addon-webgl.mjs", "text/javascript"),
+        ("/static/settings_panel.js", "text/javascript"),
     ],
 )
 async def test_ui_files_have_their_content_type(ui_client, path, content_type):

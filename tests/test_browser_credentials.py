@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from browser_util import (
+    printed_url,
     ACTIVE_ROWS,
     CSP_RECORDER,
     PageProblems,
@@ -42,7 +43,7 @@ async def test_paste_a_token_get_a_shell_and_get_asked_again_when_it_dies(make_s
         page = await context.new_page()
         problems = PageProblems()
         problems.watch(page)
-        await page.goto(url)
+        await page.goto(printed_url(url))
         await wait_for_state(page, "prompt")
         text = await rendered_text(page)
         assert f"{fake.url}/settings/user/developer/access-tokens" in text.replace("\n", "")

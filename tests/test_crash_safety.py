@@ -15,7 +15,7 @@ import pytest
 
 from coda_aio.rotator import TOKEN_COMMENT
 from coda_aio.testing.fake_workspace import FakeWorkspace
-from conftest import free_port
+from conftest import WEB_KEY, free_port, web_session
 
 USER = "ada@example.com"
 TESTS = Path(__file__).parent
@@ -37,6 +37,7 @@ class Server:
             "CODA_TOKEN_LIFETIME_SECONDS": str(LIFETIME),
             "CODA_REVOKE_GRACE_SECONDS": "0.3",
             "PYTHONPATH": str(TESTS),
+            "CODA_WEB_TOKEN": WEB_KEY,
         }
         args = ["--port", str(self.port), "--proxy-port", str(free_port())]
         if crash_at:
@@ -89,7 +90,7 @@ async def test_sigkill_at_each_step_of_a_rotation(step, home: Path):
     notebook = fake.issue_pat(USER, comment="notebooks")
     await fake.start()
     try:
-        async with aiohttp.ClientSession() as http:
+        async with web_session() as http:
             # 1. A first process takes the paste; its long interval keeps it from rotating.
             async with Server(home, fake.url, interval=100) as first:
                 async with http.post(f"{first.url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:

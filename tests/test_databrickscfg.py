@@ -172,6 +172,7 @@ def test_fuzzed_files_round_trip_or_stay_untouched(home: Path, lines, crlf, bom,
     nl = "\r\n" if crlf else "\n"
     text = ("\ufeff" if bom else "") + nl.join(lines) + (nl if trailing and lines else "")
     cfg.write_bytes(text.encode())
+    os.utime(cfg, (0, 0))  # written long ago: no other writer is at work on it
     try:
         before = configparser.ConfigParser(interpolation=None)
         before.read_string(text.removeprefix("\ufeff"))
@@ -192,3 +193,146 @@ def test_fuzzed_files_round_trip_or_stay_untouched(home: Path, lines, crlf, bom,
     rendered = render_profile(text, "coda", NEW)
     kept = [ln for ln in lines_other_than(rendered.removeprefix("\ufeff"), "coda") if ln.strip()]
     assert kept == [ln for ln in lines_other_than(text.removeprefix("\ufeff"), "coda") if ln.strip()]
+
+
+# --- issue 14: one parser, symlinks, and other writers ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        "[ coda ]\ntoken = spaced\n",  # configparser: a section named " coda ", not ours
+        "[ci]\nnote = first line\n  [coda]\n  token = part of the note\n",  # an indented value line
+    ],
+)
+def test_what_is_a_section_is_decided_by_configparser(home: Path, original: str) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text(original)
+    before = configparser.ConfigParser(interpolation=None)
+    before.read(cfg)
+    update_profile(cfg, "coda", NEW)
+    text = cfg.read_text()
+    assert text.startswith(original)  # every byte of the file is kept; [coda] is added after
+    after = configparser.ConfigParser(interpolation=None)
+    after.read(cfg)
+    assert dict(after["coda"]) == NEW
+    for section in before.sections():
+        assert dict(after[section]) == dict(before[section])
+
+
+def test_a_lone_carriage_return_is_a_line_break_as_the_sdk_reads_it(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_bytes(b"[ci]\rtoken = dapi-ci\r[coda]\rtoken = old\r")
+    update_profile(cfg, "coda", NEW)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg)  # as the SDK reads it: a text-mode file
+    assert dict(parser["coda"]) == {"token": NEW["token"], "host": NEW["host"]}
+    assert dict(parser["ci"]) == {"token": "dapi-ci"}
+
+
+def test_a_symlinked_file_is_written_at_its_target(home: Path) -> None:
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "databrickscfg"
+    target.write_text(USER_FILE)
+    link = home / ".databrickscfg"
+    link.symlink_to(target)
+    update_profile(link, "coda", NEW)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_profile(target, "coda")["token"] == NEW["token"]
+    assert lines_other_than(target.read_text(), "coda") == lines_other_than(USER_FILE, "coda")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not [p for p in dotfiles.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_held_lock_is_waited_for_then_reported(home: Path) -> None:
+    import fcntl
+
+    cfg = home / ".databrickscfg"
+    with open(home / ".databrickscfg.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ConfigFileError, match="locked"):
+            update_profile(cfg, "coda", NEW, lock_timeout=0.2)
+    assert not cfg.exists()
+    update_profile(cfg, "coda", NEW)
+    assert read_profile(cfg, "coda") == NEW
+
+
+# Other programs that write the file without a lock, as the Databricks CLI and SDK do.
+TRUNCATING_WRITER = """
+import os, random, sys, time
+path, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    with open(path) as f:
+        text = f.read()
+    data = (text + f"\\n[{prefix}{i}]\\ntoken = dapi-{prefix}{i}\\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # what open(path, "w") does
+    os.write(fd, data[: len(data) // 2])
+    time.sleep(0.001)  # a slow disk or a busy machine: the file is half-written for a moment
+    os.write(fd, data[len(data) // 2:])
+    os.close(fd)
+    time.sleep(random.uniform(0, 0.004))
+"""
+
+CONFIGPARSER_WRITER = """
+import configparser, random, sys, time
+path, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    parser[f"{prefix}{i}"] = {"token": f"dapi-{prefix}{i}"}
+    with open(path, "w") as f:
+        parser.write(f)
+    time.sleep(random.uniform(0, 0.004))
+"""
+
+CODA_WRITER = """
+import sys
+from pathlib import Path
+from coda_aio.databrickscfg import update_profile
+path, prefix, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    update_profile(path, f"{prefix}{i}", {"token": f"dapi-{prefix}{i}"})
+"""
+
+
+def _writer(script: str, cfg: Path, prefix: str, n: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, str(cfg), prefix, str(n)], stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("script", [TRUNCATING_WRITER, CONFIGPARSER_WRITER], ids=["o_trunc", "configparser"])
+def test_another_program_writing_at_the_same_time_loses_no_profile(home: Path, script: str) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[prod]\ntoken = dapi-prod\n\n[staging]\ntoken = dapi-staging\n")
+    os.utime(cfg, (0, 0))
+    n = 150
+    writer = _writer(script, cfg, "p", n)
+    updates = busy = 0
+    while writer.poll() is None:
+        try:
+            update_profile(cfg, "coda", {"host": NEW["host"], "token": f"dapi-{updates}"})
+            updates += 1
+        except ConfigFileError as e:
+            assert "kept changing" in str(e) or "cannot be parsed" in str(e), e
+            busy += 1
+    assert writer.returncode == 0, writer.stderr.read().decode()
+    update_profile(cfg, "coda", NEW)
+    profiles = configparser.ConfigParser(interpolation=None)
+    profiles.read(cfg)
+    lost = {"prod", "staging", *(f"p{i}" for i in range(n))} - set(profiles.sections())
+    assert not lost, f"{len(lost)} profiles lost ({updates} updates, {busy} deferred)"
+    assert dict(profiles["coda"]) == NEW
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+
+
+def test_many_concurrent_additions_lose_nothing(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text(USER_FILE)
+    writers = [_writer(CODA_WRITER, cfg, f"w{k}_", 50) for k in range(4)]
+    for w in writers:
+        assert w.wait(timeout=120) == 0, w.stderr.read().decode()
+    profiles = configparser.ConfigParser(interpolation=None)
+    profiles.read(cfg)
+    expected = {f"w{k}_{i}" for k in range(4) for i in range(50)}
+    assert expected <= set(profiles.sections()), f"{len(expected - set(profiles.sections()))} lost"
+    assert cfg.read_text().startswith(USER_FILE)  # the user's lines, byte for byte

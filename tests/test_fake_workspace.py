@@ -351,3 +351,23 @@ async def test_delay_hang_and_reset(fake, http):
     with pytest.raises(aiohttp.ClientError):
         await call(http, "POST", f"{fake.url}/api/2.0/token/create", pat, json={})
     assert (await call(http, "POST", f"{fake.url}/api/2.0/token/create", pat, json={}))[0] == 200
+
+
+# --- random faults for soaks (issue 14) --------------------------------------------------
+
+
+async def test_chaos_faults_a_share_of_the_token_calls_only(fake, http):
+    import random
+
+    from coda_aio.testing.fake_chaos import Chaos
+
+    pat = fake.issue_pat(ALICE)
+    fake.chaos = Chaos(1.0, kinds=("503", "429"), rng=random.Random(1))
+    statuses = {(await call(http, "GET", f"{fake.url}/api/2.0/preview/scim/v2/Me", pat))[0] for _ in range(20)}
+    assert statuses == {503, 429}
+    assert sum(fake.chaos.injected.values()) == 20 == fake.chaos.calls
+    status, _ = await call(http, "GET", f"{fake.url}/api/2.0/apps/coda", pat)
+    assert status == 200  # not a chaos target
+    fake.chaos = Chaos(0.0)
+    status, _ = await call(http, "GET", f"{fake.url}/api/2.0/preview/scim/v2/Me", pat)
+    assert status == 200

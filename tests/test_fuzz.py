@@ -4,6 +4,7 @@ workspace inside it): no 5xx, no crash, every error a JSON message, other sessio
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import free_port
+from coda_aio.web_access import cookie_name
+from conftest import WEB_KEY, free_port, web_session
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -28,7 +30,7 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("fuzz-home")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CODA_"))}
-    env |= {"HOME": str(home), "CODA_INSTALL_AGENTS": "0", "CODA_MAX_SESSIONS": "4"}
+    env |= {"HOME": str(home), "CODA_INSTALL_AGENTS": "0", "CODA_MAX_SESSIONS": "4", "CODA_WEB_TOKEN": WEB_KEY}
     proc = subprocess.Popen(
         [sys.executable, "-m", "coda_aio", "--demo-workspace", "--port", str(port), "--proxy-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -48,9 +50,11 @@ def server(tmp_path_factory):
     assert "Traceback" not in output, output
 
 
-def request(url: str, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+def request(url: str, method: str, path: str, body: bytes | None, headers: dict | None = None) -> tuple[int, bytes]:
+    if headers is None:
+        headers = {"Authorization": f"Bearer {WEB_KEY}"}
     req = urllib.request.Request(f"{url}{path}", data=body, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return r.status, r.read()
@@ -120,7 +124,7 @@ async def quiet(ws, seconds: float) -> None:
 
 
 async def send_frames(url: str, frames) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         async with http.post(f"{url}/api/sessions", json={}) as r:
             assert r.status == 201
             sid = (await r.json())["id"]
@@ -142,7 +146,7 @@ async def send_frames(url: str, frames) -> None:
 
 async def echo_in_witness(url: str, witness: str, word: str) -> None:
     """A session untouched by the fuzzing still answers."""
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         async with http.ws_connect(f"{url}/api/sessions/{witness}/ws") as ws:
             await ws.send_bytes(f"0echo {word}-$((6*7))\r".encode())
             seen = b""
@@ -175,7 +179,7 @@ def test_a_ten_megabyte_paste_and_a_vanishing_client(server):
     url, proc = server
 
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with web_session() as http:
             async with http.post(f"{url}/api/sessions", json={}) as r:
                 sid = (await r.json())["id"]
             ws = await http.ws_connect(f"{url}/api/sessions/{sid}/ws")
@@ -189,4 +193,37 @@ def test_a_ten_megabyte_paste_and_a_vanishing_client(server):
                 assert r.status == 204
 
     asyncio.run(go())
+    assert proc.poll() is None
+
+
+printable = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
+hosts = st.sampled_from(["127.0.0.1", "localhost", "[::1]", "LOCALHOST", "localhost.", "127.1", "0.0.0.0",
+                         "[::ffff:127.0.0.1]", "rebind.attacker.example"]) | printable
+guesses = st.none() | st.just(WEB_KEY[:-1]) | st.just(WEB_KEY + "x") | st.just(WEB_KEY.upper()) | printable
+
+
+@FUZZ
+@given(host=hosts, port=st.none() | st.integers(0, 70000), bearer=guesses, cookie=guesses, token=guesses,
+       route=st.sampled_from([("GET", "/"), ("GET", "/static/app.js"), ("GET", "/vendor/xterm.mjs"),
+                              ("GET", "/api/sessions"), ("POST", "/api/sessions"), ("GET", "/api/pat-status"),
+                              ("GET", "/api/sessions/x/ws"), ("GET", "/no/such/page"), ("GET", "//evil.example/")]))
+def test_no_way_in_without_the_web_key(server, host, port, bearer, cookie, token, route):
+    """Any Host, any wrong key in any place: refused (401 or 403, never a redirect or a page)."""
+    url, proc = server
+    method, path = route
+    headers = {"Host": host if port is None else f"{host}:{port}"}
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    if cookie is not None:
+        headers["Cookie"] = f"{cookie_name(WEB_KEY)}={urllib.request.quote(cookie, safe='')}"
+    query = "" if token is None else f"?token={urllib.request.quote(token, safe='')}"
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=15)
+    try:
+        connection.request(method, path + query, headers=headers)
+        response = connection.getresponse()
+        status = response.status
+        response.read()
+    finally:
+        connection.close()
+    assert status in (400, 401, 403), (headers, path + query, status)
     assert proc.poll() is None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import eventually
 from coda_aio.pty_bridge import SessionClosedError, SessionLimitError, SessionManager, build_env
 
 # The venv's interpreter: the PTY's $HOME is a temp dir, so pyenv shims for python3 would not work.
@@ -21,6 +23,7 @@ class Recorder:
     def __init__(self) -> None:
         self.output = bytearray()
         self.events: list[dict] = []
+        self.timeline: list[tuple[int, dict]] = []  # each event, with the output length when it came
         self._changed = asyncio.Event()
 
     async def send_output(self, data: bytes) -> None:
@@ -29,7 +32,14 @@ class Recorder:
 
     async def send_event(self, event: dict) -> None:
         self.events.append(event)
+        self.timeline.append((len(self.output), event))
         self._changed.set()
+
+    async def wait_event(self, kind: str, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not any(event.get("type") == kind for event in self.events):
+                self._changed.clear()
+                await self._changed.wait()
 
     async def wait_for(self, needle: bytes, timeout: float = 5.0, start: int = 0) -> None:
         async with asyncio.timeout(timeout):
@@ -152,7 +162,7 @@ async def test_ctrl_c_reaches_the_foreground_program(manager):
     session.attach(client)
     await run(session, client, "true")
     session.write(b"sleep 30\r")
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(live_session_members(session.pid)) >= 2)  # sleep is running
     await interrupt(session, client)
     out = await run(session, client, "echo after-$((1+1))", 2, timeout=3)
     assert b"after-2" in out
@@ -192,7 +202,8 @@ async def test_delete_ends_every_process_of_the_session(manager):
         while len(live_session_members(session.pid)) < 4:
             await asyncio.sleep(0.02)
     assert await manager.delete(session.id)
-    assert live_session_members(session.pid) == []
+    # A KILLed process dies as soon as the kernel runs it again: moments, not never.
+    await eventually(lambda: live_session_members(session.pid) == [])
     assert client.events[-1]["type"] == "exit"
     assert manager.get(session.id) is None
     assert not await manager.delete(session.id)
@@ -207,21 +218,25 @@ async def test_a_shell_that_ignores_hup_is_killed(home):
         session.attach(client)
         await run(session, client, "trap '' HUP")
         assert await sessions.delete(session.id)
-        assert live_session_members(session.pid) == []
+        await eventually(lambda: live_session_members(session.pid) == [])
         assert client.events[-1] == {"type": "exit", "code": 128 + 9}
     finally:
         await sessions.close()
 
 
-async def test_sessions_without_clients_are_reaped_after_the_idle_timeout(home):
+async def test_sessions_without_clients_are_reaped_after_the_idle_timeout(home, caplog):
+    caplog.set_level(logging.INFO, logger="coda_aio.pty_bridge")
     sessions = SessionManager(4, 0.3, home / "projects", pty_env(home), kill_grace=0.3)
     await sessions.start()
     try:
-        never_attached = await sessions.create()
         watched = await sessions.create()
         detach = watched.attach(Recorder())
+        never_attached = await sessions.create()
         await asyncio.wait_for(never_attached.wait_closed(), 5)
-        await asyncio.sleep(0.4)
+        # Had the watched session's timer been left running, it would have fired first: it was
+        # armed earlier, with the same timeout.
+        reaped = [r.getMessage() for r in caplog.records if "without a client" in r.getMessage()]
+        assert len(reaped) == 1 and never_attached.id in reaped[0]
         assert not watched.closed  # a client is attached: not idle
         detach()
         await asyncio.wait_for(watched.wait_closed(), 5)
@@ -270,8 +285,7 @@ async def test_scrollback_is_bounded_to_the_most_recent_bytes(home):
         await first.wait_quiet()
         second = Recorder()
         session.attach(second)
-        await second.wait_for(b"M1M")
-        await second.wait_quiet()
+        await second.wait_event("replay_end")
         assert 0 < len(second.output) <= 4096
         assert first.output.endswith(second.output)
     finally:
@@ -316,11 +330,8 @@ async def test_pause_stops_the_output_and_resume_restarts_it(manager):
     session.attach(client)
     session.write(b"yes\r")
     await client.wait_for(b"y\r\ny\r\ny\r\n")
-    session.pause(client)
-    await client.wait_quiet()
+    session.pause(client)  # that it gets nothing meanwhile: test_a_paused_client_gets_nothing_...
     paused_at = len(client.output)
-    await asyncio.sleep(0.3)
-    assert len(client.output) == paused_at
     session.resume(client)
     await client.wait_size(paused_at + 100_000)
     await interrupt(session, client)
@@ -387,8 +398,147 @@ async def test_session_count_listeners_and_broadcast(manager):
     second.attach(client)
     manager.broadcast({"type": "token", "state": "invalid"})
     await client.wait_quiet()
-    assert client.events == [{"type": "token", "state": "invalid"}]
+    assert client.events == [{"type": "replay_end"}, {"type": "token", "state": "invalid"}]
     await manager.delete(first.id)
     unsubscribe()
     await manager.delete(second.id)
     assert counts == [1, 2, 1]
+
+
+# --- one client's pace is its own ------------------------------------------------------
+
+
+class StuckClient:
+    """A client whose socket never drains: every send waits for ever, as to a peer that never reads."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def send_output(self, data: bytes) -> None:
+        await asyncio.Event().wait()
+
+    async def send_event(self, event: dict) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+FLOOD = f"{PYTHON} -c 'import sys; sys.stdout.write((\"z\" * 99 + \"\\n\") * 30000)'"  # 3 MB
+
+
+@pytest.fixture
+async def strict_manager(home: Path):
+    """Small limits, so a client that holds things up is dropped after little output."""
+    sessions = SessionManager(max_sessions=2, idle_timeout=60, cwd=home / "projects", env=pty_env(home),
+                              kill_grace=0.5, scrollback_bytes=64 * 1024, backlog_limit=256 * 1024,
+                              stall_seconds=60)
+    await sessions.start()
+    yield sessions
+    await sessions.close()
+
+
+async def test_a_client_that_never_reads_holds_up_only_itself(strict_manager):
+    session = await strict_manager.create()
+    stuck, good = StuckClient(), Recorder()
+    session.attach(stuck)
+    session.attach(good)
+    # Without per-client queues the good client waits with the stuck one, for good.
+    assert b"zzz" in await run(session, good, FLOOD, timeout=30)
+    assert session.clients == 1
+    await asyncio.wait_for(stuck.closed.wait(), 10)  # dropped: told if it could be, and closed
+
+
+async def test_a_pause_without_resume_holds_up_only_that_client(strict_manager):
+    session = await strict_manager.create()
+    paused, good = Recorder(), Recorder()
+    session.attach(paused)
+    session.attach(good)
+    await run(session, good, "true")
+    await paused.wait_for(b"M1M")
+    session.pause(paused)
+    assert b"zzz" in await run(session, good, FLOOD, 2, timeout=30)
+    assert session.clients == 1
+    await paused.wait_event("dropped")
+    assert b"M2M" not in paused.output
+    assert "behind" in paused.events[-1]["reason"]
+
+
+async def test_a_paused_client_gets_nothing_while_another_reads_on(manager):
+    session = await manager.create()
+    paused, reader = Recorder(), Recorder()
+    session.attach(paused)
+    session.attach(reader)
+    session.write(b"yes\r")
+    await paused.wait_for(b"y\r\ny\r\ny\r\n")
+    session.pause(paused)
+    # A frame already on its way when the pause came may still land; after that, nothing.
+    await reader.wait_size(len(reader.output) + 200_000, timeout=10)
+    paused_at = len(paused.output)
+    await reader.wait_size(len(reader.output) + 1_000_000, timeout=10)
+    assert len(paused.output) == paused_at
+    session.resume(paused)
+    await paused.wait_size(paused_at + 1_000_000, timeout=10)  # its backlog, then live output
+    await interrupt(session, reader)
+    assert b"back-1" in await run(session, reader, "echo back-$((0+1))", timeout=10)
+    await paused.wait_for(b"M1M", timeout=10)
+    assert session.clients == 2
+
+
+async def test_clients_that_all_take_nothing_are_dropped_and_the_program_runs_on(home):
+    sessions = SessionManager(2, 60, home / "projects", pty_env(home), kill_grace=0.3, stall_seconds=0.5)
+    await sessions.start()
+    try:
+        session = await sessions.create()
+        paused, stuck = Recorder(), StuckClient()
+        session.attach(paused)
+        await run(session, paused, "true")
+        session.attach(stuck)
+        session.pause(paused)
+        session.write(f"{FLOOD}; printf 'D%sD' 1\r".encode())
+        await paused.wait_event("dropped")
+        assert "paused" in paused.events[-1]["reason"]
+        await asyncio.wait_for(stuck.closed.wait(), 10)
+        assert session.clients == 0
+        # The program was not frozen: it finished, and a new client's replay shows it.
+        late = Recorder()
+        session.attach(late)
+        await late.wait_for(b"D1D", timeout=30)
+    finally:
+        await sessions.close()
+
+
+async def test_events_keep_their_place_in_the_output(manager):
+    session = await manager.create()
+    client = Recorder()
+    session.attach(client)
+    await run(session, client, "echo one")
+    session.post_event({"type": "token", "state": "invalid"})
+    await run(session, client, "echo two", 2)
+    token_at = next(at for at, event in client.timeline if event.get("type") == "token")
+    assert client.output.find(b"M1M") < token_at <= client.output.find(b"M2M")
+
+
+async def test_ending_a_session_looks_at_proc_once_and_off_the_event_loop(manager, monkeypatch):
+    import threading
+
+    from coda_aio import pty_bridge, pty_process
+
+    scans: list[bool] = []  # for each look at /proc: was it on the event loop's thread?
+    real = pty_process.session_members
+
+    def watched(sid: int):
+        scans.append(threading.current_thread() is threading.main_thread())
+        return real(sid)
+
+    monkeypatch.setattr(pty_process, "session_members", watched)
+    monkeypatch.setattr(pty_bridge, "session_members", watched)
+    deleted, exits = await manager.create(), await manager.create()
+    client = Recorder()
+    exits.attach(client)
+    await run(exits, client, "true")
+    assert await manager.delete(deleted.id)
+    assert scans == [False]  # one scan (the hangup's), in a thread
+    exits.write(b"exit 0\r")
+    await exits.wait_closed()
+    assert scans == [False, False]

@@ -17,7 +17,7 @@ from coda_aio.databrickscfg import read_profile
 from coda_aio.rotation_state import fingerprint
 from coda_aio.rotator import TOKEN_COMMENT
 from test_crash_safety import Server
-from conftest import USER, eventually
+from conftest import USER, eventually, web_session
 
 
 
@@ -48,7 +48,7 @@ async def test_workspace_faults_during_configure_rotation_and_proxying(make_sett
     settings = make_settings(host=fake.url, rotation_interval=0.3, token_lifetime=30, revoke_grace=0.1,
                              workspace_timeout=0.5, proxy_read_timeout=0.5)
     url, app = await serve(settings)
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         probe = HealthProbe(http, url)
 
         # Configure: slow SCIM (answered within the timeout), then a SCIM that never answers.
@@ -90,7 +90,9 @@ async def test_workspace_faults_during_configure_rotation_and_proxying(make_sett
 
         slowest = await probe.stop()
     assert fake.is_live(app[TOKENS].token)
-    assert slowest < 0.1, f"/health took {slowest * 1000:.0f} ms: the event loop was blocked"
+    # Not a speed claim (bench/ has those): a loop blocked on a call to the hanging workspace would
+    # be held for the workspace timeout (0.5 s) at least. A busy 2-core host adds tens of ms.
+    assert slowest < 0.5, f"/health took {slowest * 1000:.0f} ms: the event loop was blocked"
 
 
 def alive(pid: int) -> bool:
@@ -120,7 +122,7 @@ def descendants(pid: int) -> set[int]:
 
 
 async def test_sigterm_during_streams_and_rotations(home: Path, fake):
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         server = Server(home, fake.url, interval=1.0)
         server.env["CODA_REVOKE_GRACE_SECONDS"] = "5"  # a revocation is pending when SIGTERM comes
         async with server:
@@ -134,8 +136,8 @@ async def test_sigterm_during_streams_and_rotations(home: Path, fake):
                 await ws.send_bytes(b"0yes coda | head -c 100000000 | cat\r")  # streams for a while
                 sockets.append(ws)
             await eventually(lambda: len([t for t in fake.live_tokens(USER) if t["comment"] == TOKEN_COMMENT]) >= 2)
+            await eventually(lambda: len(descendants(server.proc.pid)) >= 8)  # two shells and their pipelines
             children = descendants(server.proc.pid)
-            assert len(children) >= 4  # two shells and their pipelines
 
             server.proc.send_signal(signal.SIGTERM)
             events = []

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from coda_aio.databrickscfg import read_profile
 from coda_aio.rotation_state import fingerprint
-from coda_aio.rotator import ConfigureError, Rotator
+from coda_aio.rotator import TOKEN_COMMENT, ConfigureError, Rotator
 from coda_aio.token_store import TokenStore
 from coda_aio.workspace import Workspace
 from conftest import USER, eventually
@@ -25,10 +26,10 @@ FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace
 class Harness:
     """A rotator wired as the app wires it, minus the web server."""
 
-    def __init__(self, settings, http):
+    def __init__(self, settings, http, **rotator_options):
         self.settings = settings
         self.tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
-        self.rotator = Rotator(settings, self.tokens)
+        self.rotator = Rotator(settings, self.tokens, **rotator_options)
         self.sessions_open = True
         self.states: list[str] = []
         self.tokens.subscribe(self.states.append)
@@ -47,8 +48,8 @@ class Harness:
 
 @pytest.fixture
 def harness(make_settings, fake, http):
-    def make(**changes):
-        return Harness(make_settings(host=fake.url, **(FAST | changes)), http)
+    def make(*, rotator_options=None, **changes):
+        return Harness(make_settings(host=fake.url, **(FAST | changes)), http, **(rotator_options or {}))
 
     return make
 
@@ -239,3 +240,201 @@ async def test_databricks_sdk_follows_every_rotation(harness, fake, home: Path):
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, err.decode()
             assert out.decode().split() == [USER, fingerprint(current)]
+
+
+# --- issue 14: the rotator never gives up while the workspace can be reached -----------------
+
+SP_ID, SP_SECRET = "6f1c0a52-1111-4222-8333-944455556666", "sp-secret-value"
+
+
+def state_ids(home: Path) -> list[str]:
+    return [m["token_id"] for m in json.loads((home / ".coda" / "state.json").read_text())["minted"]]
+
+
+async def test_warm_start_keeps_retrying_until_the_workspace_answers(harness, fake):
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        saved = h.tokens.token
+    fake.fail("me", 503, times=None)  # the workspace is down at restart
+    async with harness(rotation_interval=4, token_lifetime=60) as h2:
+        h2.sessions_open = False
+        await eventually(lambda: fake.calls["me"] >= 8, timeout=30)  # well past the old 5 tries
+        assert h2.tokens.state == "missing" and "Could not check the saved token" in h2.rotator.last_error
+        fake.clear_faults()
+        await eventually(lambda: h2.tokens.state == "valid", timeout=30)
+        assert h2.tokens.token == saved and fake.is_live(saved)
+        assert h2.rotator.last_error is None
+
+
+@pytest.fixture
+def sp_harness(harness, fake):
+    fake.add_service_principal(SP_ID, SP_SECRET)
+
+    def make(**changes):
+        return harness(auth_mode="service-principal", client_id=SP_ID, client_secret=SP_SECRET, **changes)
+
+    return make
+
+
+async def test_service_principal_mode_retries_a_failed_mint_and_recovers_from_a_refused_token(sp_harness, fake):
+    fake.fail("token_create", 500, times=1)
+    async with sp_harness(rotation_interval=30, token_lifetime=60) as h:
+        await eventually(lambda: h.tokens.state == "valid", timeout=30)
+        first = h.tokens.token
+        assert h.tokens.info.user == SP_ID and fake.is_live(first)
+        # Refused behind our back, and the first new mint fails too: still no dead end.
+        fake.revoke(first)
+        fake.fail("token_create", 500, times=1)
+        h.rotator.check_soon()
+        await eventually(lambda: h.tokens.state == "valid" and h.tokens.token != first, timeout=30)
+        assert fake.is_live(h.tokens.token) and "invalid" in h.states
+
+
+async def test_an_unwritable_state_file_is_reported_retried_and_leaks_no_token(sp_harness, fake, home: Path):
+    state = home / ".coda" / "state.json"
+    state.mkdir(parents=True)  # unwritable even for root: os.replace cannot put a file there
+    async with sp_harness(rotation_interval=30, token_lifetime=60) as h:
+        await eventually(lambda: "state.json" in (h.rotator.last_error or ""), timeout=30)
+        assert "revoked" in h.rotator.last_error
+        # It keeps trying, and every token it could not record revoked itself.
+        await eventually(lambda: fake.minted_count >= 2 and len(fake.revoked_ids) == fake.minted_count, timeout=30)
+        assert not [t for t in fake.live_tokens(SP_ID) if t["comment"] == TOKEN_COMMENT]
+        state.rmdir()  # fixed
+        await eventually(lambda: h.tokens.state == "valid", timeout=30)
+        assert h.rotator.last_error is None
+        live = [t["token_id"] for t in fake.live_tokens(SP_ID) if t["comment"] == TOKEN_COMMENT]
+        assert live == [h.tokens.info.token_id] and live == state_ids(home)
+
+
+async def test_an_exception_at_boot_is_logged_and_retried(harness, fake, monkeypatch, caplog):
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        saved = h.tokens.token
+    import coda_aio.rotator as rotator_module
+
+    real, calls = rotator_module.read_profile, []
+
+    def broken_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(rotator_module, "read_profile", broken_once)
+    async with harness(rotation_interval=30, token_lifetime=60) as h2:
+        await eventually(lambda: h2.tokens.state == "valid", timeout=10)
+        assert h2.tokens.token == saved
+    assert "rotation step failed" in caplog.text and "boom" in caplog.text
+
+
+async def test_a_step_of_the_wall_clock_does_not_let_the_token_expire(harness, fake):
+    offset = [0.0]
+    wall = lambda: time.time() + offset[0]  # noqa: E731 - the system clock, as an admin might set it
+    async with harness(rotation_interval=2, token_lifetime=4, revoke_grace=0.2,
+                       rotator_options={"clock": wall}) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        first = h.tokens.token
+        offset[0] -= 5  # NTP steps the clock back
+        await eventually(lambda: h.tokens.token != first, timeout=3.5)  # on time: before the 4 s lifetime
+        assert fake.is_live(h.tokens.token)
+        assert 1 < h.rotator.next_rotation_seconds() <= 2
+
+
+async def test_a_paste_answers_while_a_rotation_hangs(harness, fake):
+    async with harness(workspace_timeout=20) as h:
+        await h.rotator.configure(fake.issue_pat(USER))
+        fake.hang("token_create", times=1)
+        await eventually(lambda: fake.calls["token_create"] == 2, timeout=5)  # the rotation is stuck
+        try:
+            result = await asyncio.wait_for(h.rotator.configure(fake.issue_pat(USER)), 10)
+        finally:
+            fake.clear_faults()
+        assert result.user == USER and fake.is_live(h.tokens.token)
+
+
+async def test_the_same_token_pasted_twice_at_once_gets_one_answer(harness, fake):
+    pat = fake.issue_pat(USER)
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        first, second = await asyncio.gather(h.rotator.configure(pat), h.rotator.configure(pat))
+        assert first == second and first.pasted_token == "revoked"
+        assert fake.minted_count == 1
+        assert await h.rotator.configure(pat) == first  # a late repeat, before anything changed
+
+
+async def test_a_change_of_user_revokes_the_previous_users_token_with_its_own(harness, fake):
+    fake.add_user("bob@example.com")
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        h.sessions_open = False
+        await h.rotator.configure(fake.issue_pat(USER))
+        ada = h.tokens.token
+        await h.rotator.configure(fake.issue_pat("bob@example.com"))
+        await eventually(lambda: not fake.is_live(ada), timeout=5)
+        await eventually(lambda: fake.token_id_of(ada) not in state_ids(h.settings.home), timeout=5)
+
+
+async def test_after_a_restart_another_users_token_is_kept_on_record_not_counted_revoked(harness, fake, home):
+    fake.add_user("bob@example.com")
+    async with harness(rotation_interval=30, token_lifetime=60, revoke_grace=30) as h:
+        h.sessions_open = False
+        await h.rotator.configure(fake.issue_pat(USER))
+        ada = h.tokens.token
+        await h.rotator.configure(fake.issue_pat("bob@example.com"))
+    # The grace period had not passed: ada's token is still live and recorded.
+    async with harness(rotation_interval=30, token_lifetime=60) as h2:
+        h2.sessions_open = False
+        await eventually(lambda: h2.tokens.info.user == "bob@example.com")
+        await eventually(lambda: not h2.rotator._revoking)  # noqa: SLF001 - the boot's revocations are done
+        assert fake.is_live(ada)  # bob's token cannot revoke it: a 404 from him proves nothing
+        assert fake.token_id_of(ada) in state_ids(home)
+        # When ada pastes again, her own token revokes it.
+        result = await h2.rotator.configure(fake.issue_pat(USER))
+        assert result.user == USER
+        await eventually(lambda: not fake.is_live(ada), timeout=5)
+
+
+async def test_a_profile_that_cannot_be_written_causes_no_mint_storm(harness, fake, home: Path):
+    cfg = home / ".databrickscfg"
+    broken = "[coda]\ntoken = a\ntoken = b\n"
+    cfg.write_text(broken)
+    async with harness(token_lifetime=30) as h:
+        flushes = []
+        real_flush = h.tokens.flush
+
+        async def counting_flush(token):
+            flushes.append(token)
+            return await real_flush(token)
+
+        h.tokens.flush = counting_flush
+        await h.rotator.configure(fake.issue_pat(USER))
+        current = h.tokens.token
+        await eventually(lambda: len(flushes) >= 4, timeout=10)  # several rotation periods of retries
+        assert fake.minted_count == 1 and h.tokens.token == current  # no mint: the flush is retried
+        assert "cannot be parsed" in h.rotator.last_error
+        assert cfg.read_text() == broken
+        cfg.write_text("[coda]\n")  # the user fixes the file
+        await eventually(lambda: h.profile_token() is not None, timeout=10)
+        await eventually(lambda: h.rotator.last_error is None and fake.minted_count >= 2, timeout=10)
+
+
+async def test_a_spaced_section_header_is_not_our_profile(harness, fake, home: Path):
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[ coda ]\ntoken = theirs\n")
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        result = await h.rotator.configure(fake.issue_pat(USER))
+        assert "Warning" not in result.message and h.rotator.last_error is None
+        assert h.profile_token() == h.tokens.token
+        assert cfg.read_text().startswith("[ coda ]\ntoken = theirs\n")
+        assert fake.minted_count == 1
+
+
+async def test_an_unexpected_error_in_the_profile_editor_costs_a_flush_not_the_token(harness, fake, monkeypatch):
+    import coda_aio.token_store as token_store_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("coda")  # what the old section finder raised on "[ coda ]"
+
+    monkeypatch.setattr(token_store_module, "update_profile", broken)
+    async with harness(rotation_interval=30, token_lifetime=60) as h:
+        result = await h.rotator.configure(fake.issue_pat(USER))
+        assert "Warning" in result.message and h.tokens.state == "valid"
+        assert fake.is_live(h.tokens.token) and fake.minted_count == 1

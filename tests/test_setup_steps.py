@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from pathlib import Path
+
+import pytest
 
 from aiohttp import web
 
 from coda_aio.app_keys import SETUP
 from coda_aio.setup_routes import add_routes
-from coda_aio.setup_steps import SetupRunner, Step, agent_install_steps
+from coda_aio.setup_steps import SetupRunner, Step, StepFailed, agent_install_steps, low_priority
 
 
 def by_id(runner: SetupRunner) -> dict[str, dict]:
@@ -110,13 +113,16 @@ async def test_steps_get_no_credentials(tmp_path: Path):
 async def test_agent_install_steps_skip_installed_binaries(make_settings, home: Path):
     settings = make_settings()
     steps = agent_install_steps(settings)
-    assert [s.id for s in steps] == ["claude-code", "codex", "opencode", "gemini-cli"]
-    for step in steps:
-        assert step.command[:5] == ["npm", "install", "-g", "--prefix", str(settings.npm_prefix)]
-    # Put fake binaries in the prefix: every step's check then succeeds and nothing runs npm.
+    assert [s.id for s in steps] == ["claude-code", "codex", "opencode", "gemini-cli", "databricks-cli"]
+    for step in steps[:4]:
+        npm = step.command.index("npm")
+        assert step.command[npm:npm + 5] == ["npm", "install", "-g", "--prefix", str(settings.npm_prefix)]
+        assert step.command[:npm] == low_priority([])
+    assert steps[4].action is not None
+    # Put fake binaries in the prefix: every step's check then succeeds and nothing is installed.
     bin_dir = settings.npm_prefix / "bin"
     bin_dir.mkdir(parents=True)
-    for name in ("claude", "codex", "opencode", "gemini"):
+    for name in ("claude", "codex", "opencode", "gemini", "databricks"):
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     runner = SetupRunner(steps, env={"PATH": "/usr/bin:/bin"})
@@ -137,6 +143,53 @@ async def test_setup_status_route(aiohttp_client):
     app[SETUP].start()
     await app[SETUP].wait()
     assert (await (await client.get("/api/setup-status")).json())["status"] == "done"
+
+
+@pytest.mark.skipif(not (shutil.which("nice") and shutil.which("ionice")), reason="needs nice and ionice")
+async def test_installs_run_at_the_lowest_cpu_and_io_priority(tmp_path: Path):
+    """What an npm install (and every process it starts) runs with: nice 19, idle I/O class."""
+    out = tmp_path / "priority"
+    probe = ["sh", "-c", f"sh -c 'cut -d\\) -f2 /proc/self/stat | cut -d\\  -f18; ionice' > {out}"]
+    runner = SetupRunner([Step("s", "Probe", low_priority(probe), timeout=10)])
+    runner.start()
+    await runner.wait()
+    assert by_id(runner)["s"]["status"] == "done", by_id(runner)["s"]
+    nice, io_class = out.read_text().split("\n")[:2]
+    assert int(nice) == 19  # the grandchild inherits it, as npm's children do
+    assert io_class.startswith("idle")
+
+
+async def test_action_steps_report_success_failure_and_timeout():
+    done: list[str] = []
+
+    async def works() -> None:
+        done.append("works")
+
+    async def refuses() -> None:
+        raise StepFailed("checksum mismatch for x.zip; nothing was installed")
+
+    async def hangs() -> None:
+        await asyncio.sleep(60)
+
+    async def cannot_write() -> None:
+        raise PermissionError(13, "Permission denied", "/opt/bin/databricks")
+
+    runner = SetupRunner([
+        Step("ok", "Works", action=works, timeout=5),
+        Step("bad", "Refuses", action=refuses, timeout=5),
+        Step("slow", "Hangs", action=hangs, timeout=0.2),
+        Step("perm", "No permission", action=cannot_write, timeout=5),
+        Step("skip", "Done before", action=works, timeout=5, check=["true"]),
+    ])
+    runner.start()
+    await asyncio.wait_for(runner.wait(), 10)
+    steps = by_id(runner)
+    assert steps["ok"]["status"] == "done" and done == ["works"]
+    assert steps["bad"] == {"id": "bad", "label": "Refuses", "status": "failed",
+                            "error": "checksum mismatch for x.zip; nothing was installed"}
+    assert steps["slow"]["error"] == "timed out after 0.2 s"
+    assert steps["perm"]["error"] == "Permission denied: /opt/bin/databricks"
+    assert steps["skip"]["status"] == "skipped"
 
 
 def _alive(pid: int) -> bool:

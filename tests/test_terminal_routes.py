@@ -15,15 +15,18 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from coda_aio import terminal_routes
-from coda_aio.app_keys import SESSIONS
+from coda_aio.app_keys import ROTATOR, SESSIONS
+from coda_aio.config import Settings
 from coda_aio.origin import same_origin_only
 from coda_aio.pty_bridge import SessionManager, build_env
+from coda_aio.rotator import Rotator
+from coda_aio.token_store import TokenStore
 
 PYTHON = sys.executable
 TEN_MB = 10 * 1024 * 1024
 
 
-def make_app(home: Path, max_sessions: int = 4) -> web.Application:
+def make_app(home: Path, max_sessions: int = 4, **limits) -> web.Application:
     app = web.Application(middlewares=[same_origin_only])  # as create_app has it
     app[SESSIONS] = SessionManager(
         max_sessions=max_sessions,
@@ -31,7 +34,10 @@ def make_app(home: Path, max_sessions: int = 4) -> web.Application:
         cwd=home / "projects",
         env=build_env(os.environ, {"HOME": str(home)}),
         kill_grace=0.3,
+        **limits,
     )
+    # As create_app has it; with no workspace, creating a terminal does not check the token.
+    app[ROTATOR] = Rotator(Settings(home=home), TokenStore(home / ".databrickscfg", "coda", None))
     terminal_routes.add_routes(app)
 
     async def sessions_ctx(app: web.Application):
@@ -281,18 +287,23 @@ async def test_a_ten_megabyte_paste_reaches_the_program(client):
 
 
 async def test_pause_and_resume_frames(client):
-    term = await Term.open(client, await create(client))
+    session_id = await create(client)
+    term, other = await Term.open(client, session_id), await Term.open(client, session_id)
     await term.type("yes\r")
     await term.read_until(b"y\r\ny\r\ny\r\n")
+    # Paused and resumed: it keeps up again (a paused socket would be dropped once more than
+    # its backlog limit, 5 MB here, piled up for it while the other one reads on).
     await term.ws.send_bytes(b"2")
-    await term.read_quiet()
-    paused_at = len(term.output)
-    await term.read_quiet(0.3)
-    assert len(term.output) == paused_at
     await term.ws.send_bytes(b"3")
-    await term.read_until(b"y\r\n", start=paused_at)
-    await term.interrupt()
-    assert b"done-5" in await term.run("echo done-$((2+3))", timeout=10)
+    await asyncio.gather(*(reader.read_until(b"y\r\n" * 10, timeout=20, start=len(reader.output) + 10 * 1024 * 1024)
+                           for reader in (term, other)))
+    # Paused for good: only this socket stops; the other reads on, and this one is dropped.
+    await term.ws.send_bytes(b"2")
+    await other.read_until(b"y\r\n" * 10, timeout=20, start=len(other.output) + 30 * 1024 * 1024)
+    await term.read_until_closed(timeout=20)
+    assert term.events[-1]["type"] == "dropped" and "behind" in term.events[-1]["reason"]
+    await other.interrupt()
+    assert b"done-5" in await other.run("echo done-$((2+3))", timeout=10)
 
 
 async def raw_websocket(client, session_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -331,6 +342,42 @@ async def test_a_client_vanishing_mid_stream_harms_nobody(client):
     async with asyncio.timeout(5):
         while (await sessions_by_id(client))[flooding]["clients"] != 1:
             await asyncio.sleep(0.05)
+
+
+async def test_a_socket_that_never_reads_is_dropped_and_holds_up_nobody(client):
+    session_id = await create(client)
+    good = await Term.open(client, session_id)
+    await good.run("true")
+    reader, writer = await raw_websocket(client, session_id)  # handshakes, then never reads
+    try:
+        flood = f"{PYTHON} -c 'import sys; sys.stdout.write((\"z\" * 99 + \"\\n\") * 300000)'"  # 30 MB
+        assert b"zzz" in await good.run(flood, 2, timeout=60)
+        async with asyncio.timeout(10):  # the stuck socket was dropped and cut
+            while (await sessions_by_id(client))[session_id]["clients"] != 1:
+                await asyncio.sleep(0.05)
+        assert b"after-3" in await good.run("echo after-$((1+2))", 3)
+    finally:
+        writer.close()
+
+
+async def test_the_server_pings_idle_sockets(make_settings, serve, http):
+    url, _app = await serve(make_settings(ws_heartbeat=0.2))
+    async with http.post(f"{url}/api/sessions", json={}) as response:
+        session_id = (await response.json())["id"]
+    ws = await http.ws_connect(f"{url}/api/sessions/{session_id}/ws", autoping=False)
+    try:
+        pings = 0
+        async with asyncio.timeout(10):
+            while pings < 2:  # a second ping: they keep coming while the socket idles
+                message = await ws.receive()
+                if message.type is WSMsgType.PING:
+                    pings += 1
+                    await ws.pong(message.data)
+                else:
+                    assert message.type is WSMsgType.BINARY, message
+        assert not ws.closed
+    finally:
+        await ws.close()
 
 
 async def test_cross_origin_requests_are_refused(client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -73,7 +74,7 @@ async def test_create_list_delete(ws, fake, clock):
     assert [t.comment for t in await ws.list_tokens(minted.value)] == ["coda_aio"]
 
 
-async def test_sends_exactly_the_given_bearer_token(http):
+async def test_sends_exactly_the_given_bearer_token():
     seen: list[dict[str, str]] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -87,7 +88,9 @@ async def test_sends_exactly_the_given_bearer_token(http):
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await Workspace(f"http://127.0.0.1:{port}/", http).me("dapi-exact")
+        # A client session as the app makes one (the `http` fixture carries the web key's cookie).
+        async with aiohttp.ClientSession() as http:
+            await Workspace(f"http://127.0.0.1:{port}/", http).me("dapi-exact")
     finally:
         await runner.cleanup()
     assert seen[0]["Authorization"] == "Bearer dapi-exact"

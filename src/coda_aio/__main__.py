@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
+from typing import Awaitable
 
 from aiohttp import web
 
+from . import secrets_handoff
 from .config import ConfigError, Settings, take_service_principal
+from .ports import port_problem
+from .reaper import orphan_reaper_ctx
+from .web_access import WebAccess
 
 DEMO_USER = "demo.user@example.com"
 
@@ -58,28 +64,59 @@ async def build_app(settings: Settings) -> web.Application:
     return app
 
 
+async def with_orphan_reaper(building: Awaitable[web.Application]) -> web.Application:
+    """The app, plus collecting orphans: the process is often PID 1 in a container (see reaper)."""
+    app = await building
+    app.cleanup_ctx.append(orphan_reaper_ctx)
+    return app
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Credentials leave /proc/<pid>/environ (a clean re-exec), and the terminals, running as
+    # the same user, may not read this process's memory (see secrets_handoff).
+    secrets_handoff.reexec_without_secrets()
+    env = {**os.environ, **secrets_handoff.receive_secrets()}
+    secrets_handoff.make_undumpable()
     try:
         settings = Settings.from_env(
-            os.environ, host=args.host, port=args.port, proxy_port=args.proxy_port, demo_workspace=args.demo_workspace
+            env, host=args.host, port=args.port, proxy_port=args.proxy_port, demo_workspace=args.demo_workspace
         )
     except ConfigError as e:
         print(f"coda_aio: {e}", file=sys.stderr)
         return 2
     # From here on only `settings` holds the service principal's secret: no child inherits it.
     take_service_principal(os.environ)
-    shown = "localhost" if settings.bind in ("127.0.0.1", "0.0.0.0") else settings.bind
-    print(f"coda_aio: open http://{shown}:{settings.port} (proxy on {settings.proxy_url})", flush=True)
-    web.run_app(
-        build_app(settings),
-        host=settings.bind,
-        port=settings.port,
-        shutdown_timeout=5,
-        print=None,
-        access_log=None,
-    )
+    problem = port_problem(settings)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+
+    def announce(_banner: str) -> None:
+        # run_app calls this once the web port is bound, after startup bound the proxy's.
+        if settings.app_mode:
+            print(f"coda_aio: serving on {settings.bind}:{settings.port} (proxy on {settings.proxy_url})", flush=True)
+        else:
+            # The one place the web key is shown: on stdout for the person who started coda_aio.
+            url = WebAccess.for_settings(settings).start_url
+            print(f"coda_aio: open {url} (proxy on {settings.proxy_url})", flush=True)
+
+    try:
+        web.run_app(
+            with_orphan_reaper(build_app(settings)),
+            host=settings.bind,
+            port=settings.port,
+            shutdown_timeout=5,
+            print=announce,
+            access_log=None,
+        )
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        # Taken between the check and the bind.
+        print(f"coda_aio: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -5,22 +5,32 @@ static local key, and the proxy swaps it for the current token on every request.
 rotation therefore never leaves an agent with a stale credential, and nothing here needs
 rewriting when the token changes.
 
-Each writer merges into the user's existing file: it sets only the keys listed below
-and keeps every other key. A file that cannot be parsed is left untouched and reported.
-Writes are atomic with mode 0600 (the local key is a credential for the proxy).
+Where the files live (``agent_files.AgentFiles``): in App mode the container's home is the user's own
+and the files are the usual ones (~/.claude/settings.json, ...). Locally coda_aio never
+modifies a file the user already had: every CLI gets its own config directory under
+~/.coda/, and terminals point the CLI at it through the CLI's own setting
+(CLAUDE_CONFIG_DIR, CODEX_HOME, OPENCODE_CONFIG, GEMINI_CLI_HOME; ``terminal_env``).
 
-| agent              | file                                | keys owned                                             |
-| ------------------ | ----------------------------------- | ------------------------------------------------------ |
-| Claude Code        | ~/.claude/settings.json             | env.ANTHROPIC_BASE_URL, env.ANTHROPIC_AUTH_TOKEN,       |
-|                    |                                     | env.ANTHROPIC_MODEL, env.ANTHROPIC_DEFAULT_*_MODEL,     |
-|                    |                                     | env.ANTHROPIC_SMALL_FAST_MODEL, two CLAUDE_CODE_* flags |
-| Codex              | ~/.codex/config.toml                | model, model_provider, [model_providers.databricks]     |
-| OpenCode           | ~/.config/opencode/opencode.json    | model, provider.databricks (options, our models)        |
-| Gemini CLI         | ~/.gemini/.env                      | GEMINI_API_KEY, GOOGLE_GEMINI_BASE_URL, GEMINI_MODEL,   |
-|                    |                                     | GEMINI_API_KEY_AUTH_MECHANISM                           |
-|                    | ~/.gemini/settings.json             | security.auth.selectedType, only when unset             |
-| Claude Code Router | ~/.claude-code-router/config.json   | the Providers[] entry named "databricks";               |
-|                    |                                     | Router.default when unset or already ours               |
+Each writer merges into an existing file: it sets only the keys listed below and keeps
+every other key. A file that cannot be parsed is left untouched and reported. Writes are
+atomic with mode 0600 (the local key is a credential for the proxy).
+
+| agent              | file (App mode; locally under ~/.coda/) | keys owned                                   |
+| ------------------ | ---------------------------------------- | -------------------------------------------- |
+| Claude Code        | ~/.claude/settings.json (claude/)        | env.ANTHROPIC_BASE_URL, env.ANTHROPIC_AUTH_TOKEN, |
+|                    |                                          | env.ANTHROPIC_*MODEL, env.ANTHROPIC_CUSTOM_HEADERS, two CLAUDE_CODE_* flags |
+|                    | ~/.claude.json (claude/.claude.json)     | hasCompletedOnboarding; the projects folder's trust |
+| Codex              | ~/.codex/config.toml (codex/)            | model, model_provider, [model_providers.databricks], |
+|                    |                                          | the projects folder's trust_level            |
+| OpenCode           | ~/.config/opencode/opencode.json         | model, small_model, provider.databricks (options, our models) |
+|                    | (opencode/opencode.json)                 |                                              |
+| Gemini CLI         | ~/.gemini/.env (gemini/.gemini/.env)     | GEMINI_API_KEY, GOOGLE_GEMINI_BASE_URL, GEMINI_MODEL, |
+|                    |                                          | GEMINI_API_KEY_AUTH_MECHANISM                |
+|                    | ~/.gemini/settings.json                  | security.auth.selectedType, privacy.usageStatisticsEnabled, |
+|                    |                                          | general.enableAutoUpdate, each only when unset |
+|                    | ~/.gemini/trustedFolders.json            | the projects folder, only when unset         |
+| Claude Code Router | ~/.claude-code-router/config.json        | App mode only (it has no config-dir setting): |
+|                    |                                          | the Providers[] entry "databricks"; Router.default when unset or ours |
 
 Writing is blocking file I/O: call ``write_agent_configs`` through ``asyncio.to_thread``.
 """
@@ -36,9 +46,11 @@ from typing import Any, Callable, Mapping
 
 import tomli_w
 
+from .agent_files import AgentFiles
 from .files import write_atomic
 
 PROVIDER_ID = "databricks"
+CODING_AGENT_HEADER = "x-databricks-use-coding-agent-mode: true"
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,9 @@ def claude_code_settings(existing: dict, proxy_url: str, key: str, models: Agent
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": models.claude_fast,
             # Older Claude Code releases read this name for the background model.
             "ANTHROPIC_SMALL_FAST_MODEL": models.claude_fast,
+            # Databricks' setup for Claude Code sends this header: the workspace then
+            # counts the calls as coding-agent traffic (AI Gateway usage and limits).
+            "ANTHROPIC_CUSTOM_HEADERS": CODING_AGENT_HEADER,
             # Databricks' Anthropic endpoint rejects requests carrying beta features it
             # does not know; this keeps Claude Code to the stable API.
             "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1",
@@ -117,6 +132,15 @@ def claude_code_settings(existing: dict, proxy_url: str, key: str, models: Agent
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
     )
+    return existing
+
+
+def claude_code_state(existing: dict, trusted_dir: Path) -> dict:
+    # Without these Claude Code opens on its theme/login onboarding and then asks whether
+    # to trust the folder; an API credential in settings.json makes the login moot.
+    existing["hasCompletedOnboarding"] = True
+    project = _sub_table(_sub_table(existing, "projects"), str(trusted_dir))
+    project.setdefault("hasTrustDialogAccepted", True)
     return existing
 
 
@@ -143,6 +167,14 @@ def codex_config(existing: dict, proxy_url: str, key: str, models: AgentModels) 
     return existing
 
 
+def codex_trust(existing: dict, trusted_dir: Path) -> dict:
+    # An untrusted folder opens Codex on a "trust this directory?" screen; a user's own
+    # answer for the folder stands.
+    project = _sub_table(_sub_table(existing, "projects"), str(trusted_dir))
+    project.setdefault("trust_level", "trusted")
+    return existing
+
+
 def opencode_config(existing: dict, proxy_url: str, key: str, models: AgentModels) -> dict:
     existing.setdefault("$schema", "https://opencode.ai/config.json")
     providers = _sub_table(existing, "provider")
@@ -153,9 +185,12 @@ def opencode_config(existing: dict, proxy_url: str, key: str, models: AgentModel
     options["baseURL"] = f"{proxy_url}/serving-endpoints"
     options["apiKey"] = key
     provider_models = _sub_table(provider, "models")
-    for model in dict.fromkeys((models.claude, models.codex, models.gemini)):
+    for model in dict.fromkeys((models.claude, models.claude_fast, models.codex, models.gemini)):
         provider_models.setdefault(model, {"name": model})
     existing["model"] = f"{PROVIDER_ID}/{models.claude}"
+    # Session titles and summaries use the small model; left unset, OpenCode picks one from
+    # its own catalogue, which the workspace may not serve.
+    existing["small_model"] = f"{PROVIDER_ID}/{models.claude_fast}"
     return existing
 
 
@@ -164,6 +199,17 @@ def gemini_settings(existing: dict, proxy_url: str, key: str, models: AgentModel
     # choice is kept.
     auth = _sub_table(_sub_table(existing, "security"), "auth")
     auth.setdefault("selectedType", "gemini-api-key")
+    # As for Claude Code: usage statistics and self-updates go to the internet directly, not
+    # through the proxy, and Databricks Apps often have no such egress. A user's choice stands.
+    _sub_table(existing, "privacy").setdefault("usageStatisticsEnabled", False)
+    _sub_table(existing, "general").setdefault("enableAutoUpdate", False)
+    return existing
+
+
+def gemini_trusted_folders(existing: dict, trusted_dir: Path) -> dict:
+    # Folder trust is on by default: in an untrusted folder Gemini CLI asks first, and it
+    # never reads .gemini/.env (where the base URL and key are) there.
+    existing.setdefault(str(trusted_dir), "TRUST_FOLDER")
     return existing
 
 
@@ -206,25 +252,55 @@ JsonMerge = Callable[[dict, str, str, AgentModels], dict]
 
 
 def write_agent_configs(
-    home: Path, proxy_url: str, local_key: str, models: AgentModels | None = None
+    target: Path | AgentFiles, proxy_url: str, local_key: str, models: AgentModels | None = None
 ) -> AgentConfigReport:
-    """Point every agent CLI under ``home`` at the proxy; never raises for a bad file."""
+    """Point every agent CLI at the proxy; never raises for a bad file.
+
+    ``target``: where the files go; a bare path is a home whose default files are used.
+    """
+    files = target if isinstance(target, AgentFiles) else AgentFiles.in_home(target)
     models = models or AgentModels()
     proxy_url = proxy_url.rstrip("/")
     report = AgentConfigReport()
-    json_files: list[tuple[Path, JsonMerge]] = [
-        (home / ".claude" / "settings.json", claude_code_settings),
-        (home / ".config" / "opencode" / "opencode.json", opencode_config),
-        (home / ".gemini" / "settings.json", gemini_settings),
-        (home / ".claude-code-router" / "config.json", claude_code_router_config),
+
+    def merge(fn: JsonMerge) -> Callable[[dict], dict]:
+        return lambda existing: fn(existing, proxy_url, local_key, models)
+
+    def trusting(fn: Callable[[dict, Path], dict]) -> Callable[[dict], dict]:
+        return lambda existing: fn(existing, files.trusted_dir)
+
+    def both(first: Callable[[dict], dict], second: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        return lambda existing: second(first(existing))
+
+    json_files: list[tuple[Path, Callable[[dict], dict]]] = [
+        (files.claude_settings, merge(claude_code_settings)),
+        (files.claude_state, trusting(claude_code_state)),
+        (files.opencode_config, merge(opencode_config)),
+        (files.gemini_dir / "settings.json", merge(gemini_settings)),
+        (files.gemini_dir / "trustedFolders.json", trusting(gemini_trusted_folders)),
     ]
-    for path, merge in json_files:
-        _attempt(report, path, lambda p=path, m=merge: _write_json(p, m, proxy_url, local_key, models))
-    codex_path = home / ".codex" / "config.toml"
-    _attempt(report, codex_path, lambda: _write_toml(codex_path, codex_config, proxy_url, local_key, models))
-    env_path = home / ".gemini" / ".env"
+    if files.claude_code_router is not None:
+        json_files.append((files.claude_code_router, merge(claude_code_router_config)))
+    for path, change in json_files:
+        _attempt(report, path, lambda p=path, c=change: _write_json(p, c))
+    codex_change = both(merge(codex_config), trusting(codex_trust))
+    _attempt(report, files.codex_config, lambda: _write_toml(files.codex_config, codex_change))
+    env_path = files.gemini_dir / ".env"
     _attempt(report, env_path, lambda: _write_dotenv(env_path, gemini_env(proxy_url, local_key, models)))
     return report
+
+
+def terminal_env(files: AgentFiles, proxy_url: str, local_key: str, models: AgentModels) -> dict[str, str]:
+    """What a terminal needs so that each CLI reads coda's configuration (nothing in App mode).
+
+    Gemini CLI's settings go in the environment as well: it reads the first .gemini/.env it
+    finds walking up from the working folder, and under the home that is the user's own
+    ~/.gemini/.env, which would win over ours. Variables already set win over any .env.
+    The key is the local one, good only for the proxy on 127.0.0.1, never a token.
+    """
+    if not files.env:
+        return {}
+    return {**files.env, **gemini_env(proxy_url.rstrip("/"), local_key, models)}
 
 
 def _attempt(report: AgentConfigReport, path: Path, write: Callable[[], None]) -> None:
@@ -255,7 +331,7 @@ def _read_text(path: Path) -> str | None:
         raise UnusableConfig("it is not UTF-8 text") from None
 
 
-def _write_json(path: Path, merge: JsonMerge, proxy_url: str, key: str, models: AgentModels) -> None:
+def _write_json(path: Path, change: Callable[[dict], dict]) -> None:
     text = _read_text(path)
     existing: Any = {}
     if text is not None and text.strip():
@@ -265,11 +341,11 @@ def _write_json(path: Path, merge: JsonMerge, proxy_url: str, key: str, models: 
             raise UnusableConfig(f"it is not valid JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(existing, dict):
             raise UnusableConfig("it does not hold a JSON object")
-    merged = merge(existing, proxy_url, key, models)
+    merged = change(existing)
     write_atomic(path, (json.dumps(merged, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _write_toml(path: Path, merge: JsonMerge, proxy_url: str, key: str, models: AgentModels) -> None:
+def _write_toml(path: Path, change: Callable[[dict], dict]) -> None:
     # tomli-w writes values, not comments: a user's comments in config.toml do not survive.
     text = _read_text(path)
     existing: dict = {}
@@ -278,7 +354,7 @@ def _write_toml(path: Path, merge: JsonMerge, proxy_url: str, key: str, models: 
             existing = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise UnusableConfig(f"it is not valid TOML ({e})") from None
-    merged = merge(existing, proxy_url, key, models)
+    merged = change(existing)
     write_atomic(path, tomli_w.dumps(merged).encode("utf-8"))
 
 

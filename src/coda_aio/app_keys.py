@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from .rotator import Rotator
     from .setup_steps import SetupRunner
     from .token_store import TokenStore
+    from .web_access import WebAccess
     from .workspace import Workspace
+    from .project_sync.syncer import ProjectSync
+    from .secret_persistence import TokenPersistence
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
@@ -29,3 +32,7 @@ ROTATOR: web.AppKey[Rotator] = web.AppKey("rotator")
 PROXY: web.AppKey[ProxyServer] = web.AppKey("proxy")
 SETUP: web.AppKey[SetupRunner] = web.AppKey("setup")
 OWNER: web.AppKey[OwnerCheck] = web.AppKey("owner")
+WEB_ACCESS: web.AppKey[WebAccess] = web.AppKey("web_access")
+# Issue 13: what survives a restart (see restart_persistence).
+TOKEN_PERSISTENCE: web.AppKey[TokenPersistence] = web.AppKey("token_persistence")
+PROJECT_SYNC: web.AppKey[ProjectSync] = web.AppKey("project_sync")

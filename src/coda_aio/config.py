@@ -7,9 +7,12 @@ tests build a ``Settings`` directly and can run several apps side by side.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+
+from .host_check import parse_allowed_hosts
 
 # Variables that carry credentials. They are never passed to a PTY, and the service
 # principal pair is removed from os.environ at startup (see take_service_principal).
@@ -17,6 +20,7 @@ SECRET_ENV_VARS = (
     "DATABRICKS_TOKEN",
     "DATABRICKS_CLIENT_ID",
     "DATABRICKS_CLIENT_SECRET",
+    "CODA_WEB_TOKEN",  # the web key: whoever holds it gets a shell
 )
 
 
@@ -105,6 +109,42 @@ class Settings:
     # The proxy's longest wait for the next upstream bytes; a stream may last any time.
     proxy_read_timeout: float = 600.0
 
+    # --- persistence across restarts (issue 13) ---
+    # Secret scope that holds the current token (None: off) and the key inside it.
+    secret_scope: str | None = None
+    secret_key: str = "coda-token"
+    # Sync ~/projects to the workspace: None means "on in App mode when a workspace is set".
+    sync_projects: bool | None = None
+    # How often the project watcher looks at each repository's refs (seconds).
+    sync_poll_interval: float = 2.0
+    # Files above this are not synced (the workspace import limit is 10 MB).
+    sync_max_file_bytes: int = 10 * 1024 * 1024
+
+    # --- web port access, local mode (issue 10) ---
+    # The web key; None: the one kept in ~/.coda/web-token (created on first start).
+    web_token: str | None = field(default=None, repr=False)
+    # Host names the web port answers to besides the loopback ones (CODA_ALLOWED_HOSTS).
+    allowed_hosts: tuple[str, ...] = ()
+
+    # --- the Databricks CLI install (issue 11) ---
+    # Release of github.com/databricks/cli installed into npm_prefix/bin, and where its
+    # archives are downloaded from (tests point this at a local server).
+    databricks_cli_version: str = "0.290.1"
+    databricks_cli_base_url: str = "https://github.com/databricks/cli/releases/download"
+
+    # --- token checks (issue 11, section 4) ---
+    # Opening a session or the page asks the workspace about a token it last accepted longer ago.
+    token_check_age: float = 30.0
+
+    # --- terminal sockets (issue 9) ---
+    # Seconds between WebSocket pings: proxies cut idle connections (the Apps one after minutes).
+    ws_heartbeat: float = 20.0
+
+    @property
+    def project_sync_enabled(self) -> bool:
+        wanted = self.app_mode if self.sync_projects is None else self.sync_projects
+        return wanted and self.host is not None
+
     @property
     def app_mode(self) -> bool:
         """Running as a Databricks App: owner-only access, fail closed."""
@@ -171,6 +211,10 @@ class Settings:
             install_agents=_flag(env, "CODA_INSTALL_AGENTS", True),
             proxy_read_timeout=_float(env, "CODA_PROXY_READ_TIMEOUT_SECONDS", 600.0, minimum=1.0),
             demo_workspace=demo_workspace,
+            **_persistence_settings(env),
+            **_access_settings(env),
+            **_databricks_cli_settings(env),
+            ws_heartbeat=_float(env, "CODA_WS_HEARTBEAT_SECONDS", 20.0, minimum=1.0),
         )
         if settings.token_lifetime <= settings.rotation_interval:
             raise ConfigError(
@@ -182,6 +226,48 @@ class Settings:
                 "CODA_AUTH_MODE=service-principal needs DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
             )
         return settings
+
+
+def _persistence_settings(env: Mapping[str, str]) -> dict:
+    """The issue-13 settings: the token's secret scope and the project sync."""
+    scope = (env.get("CODA_SECRET_SCOPE") or "").strip() or None
+    key = (env.get("CODA_SECRET_KEY") or "").strip() or "coda-token"
+    for name, value in (("CODA_SECRET_SCOPE", scope), ("CODA_SECRET_KEY", key)):
+        if value is not None and not _SECRET_NAME.match(value):
+            raise ConfigError(f"{name} may hold only letters, digits, '-', '_' and '.' (at most 128), got {value!r}")
+    sync = env.get("CODA_SYNC_PROJECTS")
+    return {
+        "secret_scope": scope,
+        "secret_key": key,
+        "sync_projects": None if sync is None or sync == "" else _flag(env, "CODA_SYNC_PROJECTS", False),
+        "sync_poll_interval": _float(env, "CODA_SYNC_POLL_SECONDS", 2.0, minimum=0.05),
+    }
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def _access_settings(env: Mapping[str, str]) -> dict:
+    """The issue-10 settings: the web key and the extra Host names of the web port."""
+    token = (env.get("CODA_WEB_TOKEN") or "").strip() or None
+    if token is not None and (len(token) < 16 or not (token.isascii() and token.isprintable()) or " " in token):
+        raise ConfigError("CODA_WEB_TOKEN must be at least 16 printable ASCII characters with no spaces")
+    try:
+        allowed = parse_allowed_hosts(env.get("CODA_ALLOWED_HOSTS") or "")
+    except ValueError as e:
+        raise ConfigError(f"CODA_ALLOWED_HOSTS: {e}") from None
+    return {"web_token": token, "allowed_hosts": allowed}
+
+
+def _databricks_cli_settings(env: Mapping[str, str]) -> dict:
+    """The issue-11 settings: which Databricks CLI release to install, and from where."""
+    version = (env.get("CODA_DATABRICKS_CLI_VERSION") or "").strip().removeprefix("v") or Settings.databricks_cli_version
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ConfigError(f"CODA_DATABRICKS_CLI_VERSION must look like 0.290.1, got {version!r}")
+    base_url = (env.get("CODA_DATABRICKS_CLI_BASE_URL") or "").strip().rstrip("/") or Settings.databricks_cli_base_url
+    if not base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"CODA_DATABRICKS_CLI_BASE_URL must be an http(s) URL, got {base_url!r}")
+    return {"databricks_cli_version": version, "databricks_cli_base_url": base_url}
 
 
 def take_service_principal(environ: os._Environ | dict) -> None:

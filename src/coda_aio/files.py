@@ -7,30 +7,38 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+def write_temp(folder: Path, name: str, data: bytes, mode: int = 0o600) -> Path:
+    """``data`` in a new temp file in ``folder``, fsynced, with ``mode``: ready to ``os.replace``.
 
-    The temp file is created with ``mode`` from the start (mkstemp makes it 0600), so a
-    credential is never readable by others, not even for a moment. fsync before the
-    rename makes a crash leave either the old bytes or the new ones.
+    The temp file is created with 0600 from the start (mkstemp), so a credential is never
+    readable by others, not even for a moment. It must live in the folder of the file it
+    replaces: ``os.replace`` is atomic only within one filesystem.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard(Path(tmp))
         raise
+    return Path(tmp)
+
+
+def discard(tmp: Path) -> None:
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename in it survives a crash."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -39,3 +47,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    fsync before the rename makes a crash leave either the old bytes or the new ones.
+    """
+    tmp = write_temp(path.parent, path.name, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+    sync_folder(path.parent)

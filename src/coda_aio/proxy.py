@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .host_check import host_allowed, is_loopback_host
 from .proxy_key import load_or_create_key
 from .token_store import TokenStore
 
@@ -77,8 +78,6 @@ DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie"}
 # must see the agent's request, not ours.
 NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
 # Bodies up to this size with a declared length are read whole and sent in one piece:
 # the same bytes, one write instead of several, which roughly halves the proxy's cost per
 # API call. Anything larger, or of unknown length (SSE, chunked uploads), streams.
@@ -88,27 +87,6 @@ NO_TOKEN_MESSAGE = (
     "No valid Databricks token: paste a new token in the coda terminal "
     "(the web page that runs your terminals), then retry."
 )
-
-
-def is_loopback_host(value: str) -> bool:
-    """True for a Host header naming this machine: 127.0.0.1, localhost or [::1], any port.
-
-    A page on another origin that rebinds its DNS name to 127.0.0.1 still sends its own
-    name in Host, so refusing every other name stops it from reaching the proxy.
-    """
-    host = value.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        if end == -1:
-            return False
-        name, rest = host[1:end], host[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
-            return False
-    else:
-        name, sep, port = host.partition(":")
-        if sep and not port.isdigit():
-            return False
-    return name in LOOPBACK_NAMES
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -245,11 +223,14 @@ class ProxyServer:
         return URL(base + path + (f"?{query}" if query else ""), encoded=True)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        host = request.headers.get(hdrs.HOST)
-        if host is not None and not is_loopback_host(host):
+        if not host_allowed(request.headers.get(hdrs.HOST)):
             return _error(
                 403, "The coda proxy only answers requests addressed to 127.0.0.1 or localhost."
             )
+        if hdrs.ORIGIN in request.headers:
+            # Only browsers send Origin, and agents are never browsers: a web page must not
+            # use the workspace through this proxy, whatever key it may have got hold of.
+            return _error(403, "The coda proxy does not answer web pages (the request carries an Origin).")
         presented = _presented_keys(request)
         if not presented:
             return _error(

@@ -17,7 +17,7 @@ from .files import write_atomic
 KEY_PREFIX = "coda-local-"
 
 
-def load_or_create_key(path: Path) -> str:
+def load_or_create_key(path: Path, prefix: str = KEY_PREFIX) -> str:
     """The local key stored at ``path``; a new random one is written there when missing or empty."""
     try:
         key = path.read_text(encoding="utf-8").strip()
@@ -26,7 +26,7 @@ def load_or_create_key(path: Path) -> str:
     if key:
         _restrict_mode(path)
         return key
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = prefix + secrets.token_urlsafe(32)
     write_atomic(path, (key + "\n").encode("utf-8"), mode=0o600)
     return key
 

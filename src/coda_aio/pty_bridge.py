@@ -5,11 +5,15 @@ client is anything with ``send_output`` and ``send_event`` coroutines (see ``Cli
 
 Data path, per session::
 
-    PTY master --add_reader--> pending --sender task--> scrollback + every attached client
+    PTY master --add_reader--> pending --dispatch--> scrollback + each client's feed --its sender--> client
     client input --write()--> PTY master (queued and drained with add_writer when the PTY is full)
 
-Reading stops while output waits to be sent (``pending`` at its limit) or while any client
-asked to pause, so a slow client slows the program instead of growing memory.
+Each client has its own bounded queue and sender (``client_feed``), so a slow, paused or stuck
+client slows only itself. Output is handed on while at least one client keeps up (or none is
+attached); while every client is paused or behind, output waits in ``pending`` and reading
+stops once that is full, so the slowest consumer paces the program instead of memory growing.
+Nobody may hold the program up for good: a client whose backlog passes its limit, or every
+client once output has waited ``stall_seconds`` for them, is dropped and told why.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import signal
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .client_feed import Client, ClientFeed
 from .config import without_secrets
 from .pty_process import session_members, set_window_size, signal_session, spawn
 from .scrollback import Scrollback
@@ -34,8 +39,14 @@ DEFAULT_COMMAND = ("bash", "-i")
 
 # A PTY hands out at most a few KiB per read; a large buffer lets one read take all there is.
 READ_SIZE = 64 * 1024
-# Output read but not yet sent. At this size reading stops until the sender catches up.
+# Output read but not yet handed to any client. At this size reading stops until one keeps up.
 PENDING_LIMIT = 256 * 1024
+# What one client may fall behind by (on top of its replay) before it is dropped: far more
+# than a browser that pauses to render holds back, far less than memory worth worrying about.
+CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
+# How long output may wait for clients that all take none (paused or stuck) before they are
+# dropped and the program runs on: a client that never reads must not freeze it for good.
+STALL_SECONDS = 30.0
 # A PTY read this large means a program is streaming: its output is held back a moment so
 # that it leaves in frames of about FRAME_BYTES instead of one per 4 KiB read. Smaller reads
 # (echo, prompts, the tail of a stream) are sent at once, so typing never waits.
@@ -49,6 +60,7 @@ WRITE_SIZE = 64 * 1024
 FINAL_SEND_TIMEOUT = 10.0
 MAX_LABEL_LENGTH = 80
 MIN_SIZE, MAX_SIZE = 1, 1000
+REPLAY_END = {"type": "replay_end"}
 
 
 class SessionError(Exception):
@@ -65,14 +77,6 @@ class SessionStartError(SessionError):
 
 class SessionClosedError(SessionError):
     pass
-
-
-class Client(Protocol):
-    """Something attached to a session: a WebSocket, a test, a benchmark."""
-
-    async def send_output(self, data: bytes) -> None: ...
-
-    async def send_event(self, event: dict[str, Any]) -> None: ...
 
 
 def build_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -96,17 +100,6 @@ def clamp_size(value: int) -> int:
     return max(MIN_SIZE, min(MAX_SIZE, int(value)))
 
 
-class _Attachment:
-    __slots__ = ("client", "replay", "live", "paused", "detached")
-
-    def __init__(self, client: Client, replay: bytes) -> None:
-        self.client = client
-        self.replay = replay  # scrollback as of attach time, sent before any live output
-        self.live = False
-        self.paused = False
-        self.detached = False
-
-
 class Session:
     """One shell on one PTY. Created by ``SessionManager.create``."""
 
@@ -121,6 +114,8 @@ class Session:
         kill_grace: float,
         on_end: Callable[[Session], None],
         on_clients_changed: Callable[[Session], None],
+        backlog_limit: int = CLIENT_BACKLOG_BYTES,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.id = session_id
         self.label = label
@@ -132,20 +127,25 @@ class Session:
         self._on_end = on_end
         self._on_clients_changed = on_clients_changed
         self._scrollback = Scrollback(scrollback_bytes)
+        # A client may be behind by its replay (at most the scrollback) plus this.
+        self._backlog_limit = scrollback_bytes + backlog_limit
+        self._stall_seconds = stall_seconds
 
-        self._clients: dict[Client, _Attachment] = {}
-        self._joining: deque[_Attachment] = deque()
-        self._paused_clients = 0
+        self._clients: dict[Client, ClientFeed] = {}
+        # The one client whose answers to terminal queries reach the program (see write_reply).
+        self._answerer: Client | None = None
+        self._farewells: set[asyncio.Task[None]] = set()
 
         self._pending = bytearray()
         self._reading = False
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._eof = asyncio.Event()
         self._exited = False
         self._exit_code: int | None = None
         self._finishing = False
-        self._events: deque[dict[str, Any]] = deque()
-        self._wake = asyncio.Event()
+        self._hup_sent = False  # the whole session has been hung up on ...
+        self._hup_members: list[int] | None = None  # ... by terminate(), and these were in it
 
         self._input: deque[bytes] = deque()
         self._input_offset = 0  # bytes of _input[0] already written
@@ -156,7 +156,6 @@ class Session:
 
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._update_reading()
-        self._sender = self._loop.create_task(self._send_loop(), name=f"pty-send-{session_id}")
         self._watcher = self._loop.create_task(self._watch(), name=f"pty-watch-{session_id}")
 
     # --- what the web layer sees -------------------------------------------------------
@@ -189,26 +188,49 @@ class Session:
             raise SessionClosedError("this terminal has ended; open a new one")
         if client in self._clients:
             raise ValueError("client is already attached")
-        attachment = _Attachment(client, self._scrollback.snapshot())
-        self._clients[client] = attachment
-        self._joining.append(attachment)
-        self._wake.set()
+        # Whatever is still pending is not in the scrollback yet: hand it on first, so that it
+        # reaches the new client as the replay's tail rather than twice or not at all.
+        self._dispatch(force=True)
+        feed = ClientFeed(
+            client,
+            self._scrollback.snapshot(),
+            on_ready=self._on_feed_ready,
+            on_failed=self._on_feed_failed,
+            name=f"pty-send-{self.id}",
+        )
+        # Tells the client where the replay ends: its terminal must not answer the
+        # queries in the replay (they were answered when they were live).
+        feed.put_event(REPLAY_END)
+        self._clients[client] = feed
         self._on_clients_changed(self)
-        return lambda: self._detach(attachment)
+        return lambda: self._detach(feed)
+
+    def focus(self, client: Client) -> None:
+        """The person is at ``client`` now: its answers to terminal queries are the ones used."""
+        if client in self._clients:
+            self._answerer = client
+
+    def write_reply(self, client: Client, data: bytes | bytearray | memoryview) -> None:
+        """Input that a client's terminal generated answering a query (ESC[c, ESC[6n, OSC 11;?).
+
+        Every attached browser tab parses the same output and answers the same query; only one
+        answer may reach the program: the answering client's, the one last focused or typed in
+        (or, before any was, the one attached last).
+        """
+        answerer = self._answerer if self._answerer in self._clients else next(reversed(self._clients), None)
+        if client is answerer:
+            self.write(data)
 
     def pause(self, client: Client) -> None:
-        attachment = self._clients.get(client)
-        if attachment is not None and not attachment.paused:
-            attachment.paused = True
-            self._paused_clients += 1
-            self._update_reading()
+        """Stop sending output to ``client`` (only to it: the others go on)."""
+        feed = self._clients.get(client)
+        if feed is not None:
+            feed.pause()
 
     def resume(self, client: Client) -> None:
-        attachment = self._clients.get(client)
-        if attachment is not None and attachment.paused:
-            attachment.paused = False
-            self._paused_clients -= 1
-            self._update_reading()
+        feed = self._clients.get(client)
+        if feed is not None:
+            feed.resume()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue input for the program; never blocks. Await ``drain()`` to bound the queue."""
@@ -244,8 +266,9 @@ class Session:
     def post_event(self, event: dict[str, Any]) -> None:
         """Send a JSON event to every attached client, in order with the output."""
         if not self._finishing:
-            self._events.append(event)
-            self._wake.set()
+            self._dispatch(force=True)
+            for feed in list(self._clients.values()):
+                feed.put_event(event)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -254,24 +277,20 @@ class Session:
         """End the session: HUP to every process in it, KILL after the grace period."""
         if self._closed.done():
             return
-        if not self._exited:
-            signal_session(self._process.pid, signal.SIGHUP)
+        if not self._exited and not self._hup_sent:
+            self._hup_sent = True
+            self._hup_members = await signal_session(self._process.pid, signal.SIGHUP)
             try:
                 await asyncio.wait_for(self._process.wait(), self._kill_grace)
             except asyncio.TimeoutError:
-                signal_session(self._process.pid, signal.SIGKILL)
+                await signal_session(self._process.pid, signal.SIGKILL)
         await asyncio.shield(self._closed)
 
     # --- output: PTY -> pending -> clients -----------------------------------------------
 
     def _update_reading(self) -> None:
-        want = (
-            not self._finishing
-            and not self._eof.is_set()
-            and len(self._pending) < PENDING_LIMIT
-            # Once the program has exited its last output is read even if a client paused.
-            and (self._paused_clients == 0 or self._exited)
-        )
+        # Reading goes on while pending has room: it only fills while no client keeps up.
+        want = not self._finishing and not self._eof.is_set() and len(self._pending) < PENDING_LIMIT
         if want and not self._reading:
             self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
@@ -300,77 +319,83 @@ class Session:
             self._flush_timer = self._loop.call_later(COALESCE_SECONDS, self._flush)
 
     def _flush(self) -> None:
-        """Hand the pending output to the sender."""
+        """Hand the pending output on, if a client will take it."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        self._wake.set()
+        self._dispatch(force=self._exited)
 
-    async def _send_loop(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                await self._replay_to_joining()
-                if self._pending:
-                    if self._flush_timer is not None:
-                        self._flush_timer.cancel()
-                        self._flush_timer = None
-                    data, self._pending = self._pending, bytearray()
-                    self._scrollback.append(data)
-                    # Read the next chunk while this one is being sent.
-                    self._update_reading()
-                    await self._fan_out(lambda client: client.send_output(data))
-                while self._events:
-                    event = self._events.popleft()
-                    await self._fan_out(lambda client: client.send_event(event))
-                if self._finishing and not self._pending and not self._events and not self._joining:
-                    return
-        except Exception:
-            log.exception("terminal %s: output sender failed", self.id)
+    def _can_dispatch(self) -> bool:
+        return not self._clients or any(feed.keeping_up for feed in self._clients.values())
 
-    async def _replay_to_joining(self) -> None:
-        while self._joining:
-            attachment = self._joining.popleft()
-            if attachment.detached:
-                continue
-            try:
-                if attachment.replay:
-                    await attachment.client.send_output(attachment.replay)
-            except Exception as e:
-                log.debug("terminal %s: dropping a client that failed during replay: %r", self.id, e)
-                self._detach(attachment)
-                continue
-            attachment.replay = b""
-            attachment.live = True
+    def _dispatch(self, force: bool = False) -> None:
+        """Move pending output to the scrollback and to every client's queue.
 
-    async def _fan_out(self, send: Callable[[Client], Any]) -> None:
-        live = [a for a in self._clients.values() if a.live]
-        if not live:
+        Unless ``force``d it stays pending while every client is paused or behind: that is what
+        paces the program to its clients. Clients that are not keeping up still get it when
+        another one is (they may slow only themselves), up to their backlog limit.
+        """
+        if not self._pending:
+            self._cancel_stall_timer()
             return
-        if len(live) == 1:
-            try:
-                await send(live[0].client)
-            except Exception as e:
-                log.debug("terminal %s: dropping a client that failed: %r", self.id, e)
-                self._detach(live[0])
+        if not force and not self._can_dispatch():
+            if self._stall_timer is None:
+                self._stall_timer = self._loop.call_later(self._stall_seconds, self._drop_stalled)
             return
-        # Every client's write is awaited: the slowest one sets the pace for the program.
-        results = await asyncio.gather(*(send(a.client) for a in live), return_exceptions=True)
-        for attachment, result in zip(live, results):
-            if isinstance(result, Exception):
-                log.debug("terminal %s: dropping a client that failed: %r", self.id, result)
-                self._detach(attachment)
+        self._cancel_stall_timer()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        data = bytes(self._pending)
+        self._pending.clear()
+        self._scrollback.append(data)
+        for feed in list(self._clients.values()):
+            feed.put_output(data)
+            if feed.backlog > self._backlog_limit:
+                self._drop(feed, f"this client fell {feed.backlog / 1e6:.1f} MB behind the terminal's output")
+        self._update_reading()
 
-    def _detach(self, attachment: _Attachment) -> None:
-        if attachment.detached:
+    def _on_feed_ready(self, feed: ClientFeed) -> None:
+        if self._clients.get(feed.client) is feed:
+            self._dispatch()
+
+    def _on_feed_failed(self, feed: ClientFeed, error: BaseException) -> None:
+        log.debug("terminal %s: dropping a client that failed: %r", self.id, error)
+        self._detach(feed)
+
+    def _drop_stalled(self) -> None:
+        """Output has waited ``stall_seconds`` for clients that take none: drop them, read on."""
+        self._stall_timer = None
+        if self._can_dispatch():
+            self._dispatch()
             return
-        attachment.detached = True
-        del self._clients[attachment.client]
-        if attachment.paused:
-            attachment.paused = False
-            self._paused_clients -= 1
-            self._update_reading()
+        for feed in list(self._clients.values()):
+            state = "paused" if feed.paused else "not reading"
+            self._drop(feed, f"this client was {state} for {self._stall_seconds:g} s while the terminal had output")
+        self._dispatch()
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _drop(self, feed: ClientFeed, reason: str) -> None:
+        """Detach a client that holds things up, and tell it why (it may reattach for a replay)."""
+        if self._clients.get(feed.client) is not feed:
+            return
+        log.info("terminal %s: dropping a client: %s", self.id, reason)
+        self._detach(feed)
+        task = self._loop.create_task(feed.farewell(reason), name=f"pty-drop-{self.id}")
+        self._farewells.add(task)
+        task.add_done_callback(self._farewells.discard)
+
+    def _detach(self, feed: ClientFeed) -> None:
+        if self._clients.get(feed.client) is not feed:
+            return
+        del self._clients[feed.client]
+        feed.close()
+        # The client that left may have been the only one not keeping up.
+        self._dispatch()
         self._on_clients_changed(self)
 
     # --- input: queue -> PTY ----------------------------------------------------------------
@@ -415,18 +440,22 @@ class Session:
             self._update_reading()
             await self._end_leftovers()
             self._finish()
+            feeds = list(self._clients.values())
+            sent = asyncio.gather(*(feed.wait_sent() for feed in feeds), *self._farewells)
             try:
-                await asyncio.wait_for(asyncio.shield(self._sender), FINAL_SEND_TIMEOUT)
+                await asyncio.wait_for(sent, FINAL_SEND_TIMEOUT)
             except asyncio.TimeoutError:
-                self._sender.cancel()
+                pass
         except asyncio.CancelledError:
-            self._sender.cancel()
             raise
         except Exception:
             log.exception("terminal %s: ending the session failed", self.id)
-            self._sender.cancel()
         finally:
             self._finishing = True
+            for feed in list(self._clients.values()):
+                feed.close()
+            for task in list(self._farewells):
+                task.cancel()
             self._close_fd()
             if not self._closed.done():
                 self._closed.set_result(None)
@@ -434,15 +463,27 @@ class Session:
             self._on_end(self)
 
     async def _end_leftovers(self) -> None:
-        """HUP whatever the shell left running in its session; KILL what survives the grace."""
+        """HUP whatever the shell left running in its session; KILL what survives the grace.
+
+        Each look at /proc runs in a thread (it takes 0.5 s with thousands of processes), and
+        usually there is one: the hangup's, which also shows whether anything else was left.
+        """
         deadline = self._loop.time() + self._kill_grace
-        signal_session(self._process.pid, signal.SIGHUP)
+        if self._hup_sent:
+            members = self._hup_members  # terminate() hung up on the session a moment ago
+        else:
+            self._hup_sent = True
+            members = await signal_session(self._process.pid, signal.SIGHUP)
+        if members is not None and not [pid for pid in members if pid != self._process.pid]:
+            # Nothing but the shell was there: no survivor to look for.
+            await self._wait_eof(FINAL_SEND_TIMEOUT)
+            return
         # Usually every process is gone at once, the terminal reports EOF and we are done.
         await self._wait_eof(self._kill_grace)
-        members = session_members(self._process.pid)
+        members = await asyncio.to_thread(session_members, self._process.pid)
         if members or (members is None and not self._eof.is_set()):
             await asyncio.sleep(deadline - self._loop.time())
-            signal_session(self._process.pid, signal.SIGKILL)
+            await signal_session(self._process.pid, signal.SIGKILL)
         # Whatever the program wrote before it ended is still on its way out of the PTY.
         await self._wait_eof(FINAL_SEND_TIMEOUT)
 
@@ -456,15 +497,18 @@ class Session:
     def _finish(self) -> None:
         self._finishing = True
         self._update_reading()
-        self._flush()
+        self._dispatch(force=True)
+        self._cancel_stall_timer()
         self._drop_input()
-        self._events.append({"type": "exit", "code": self._exit_code})
-        self._wake.set()
+        for feed in list(self._clients.values()):
+            feed.put_event({"type": "exit", "code": self._exit_code})
+            feed.finish()
 
     def _close_fd(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        self._cancel_stall_timer()
         if self._fd < 0:
             return
         if self._reading:
@@ -491,7 +535,11 @@ class SessionManager:
         *,
         command: Sequence[str] = DEFAULT_COMMAND,
         kill_grace: float = 1.0,
+        backlog_limit: int = CLIENT_BACKLOG_BYTES,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
+        self._backlog_limit = backlog_limit
+        self._stall_seconds = stall_seconds
         self._max_sessions = max_sessions
         self._idle_timeout = idle_timeout
         self._cwd = Path(cwd)
@@ -545,6 +593,8 @@ class SessionManager:
             kill_grace=self._kill_grace,
             on_end=self._forget,
             on_clients_changed=self._clients_changed,
+            backlog_limit=self._backlog_limit,
+            stall_seconds=self._stall_seconds,
         )
         self._sessions[session.id] = session
         log.info("terminal %s started (pid %s)", session.id, process.pid)

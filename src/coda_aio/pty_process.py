@@ -76,9 +76,19 @@ def session_members(sid: int) -> list[int] | None:
     return members
 
 
-def signal_session(leader: int, sig: signal.Signals) -> None:
-    """Signal every process of the session ``leader`` leads: its own group and each job's group."""
-    members = session_members(leader)
+async def signal_session(leader: int, sig: signal.Signals) -> list[int] | None:
+    """Signal every process of the session ``leader`` leads: its own group and each job's group.
+
+    Returns the processes signalled (None without /proc). The scan of /proc runs in a thread:
+    with thousands of processes it takes half a second, which the event loop must not wait.
+    """
+    members = await asyncio.to_thread(session_members, leader)
+    signal_members(leader, members, sig)
+    return members
+
+
+def signal_members(leader: int, members: list[int] | None, sig: signal.Signals) -> None:
+    """Send ``sig`` to ``members`` of the session of ``leader`` (None: to the leader's group)."""
     if members is None:  # no /proc: the shell's group is the best we can reach
         members = []
         try:

@@ -30,8 +30,10 @@ def fingerprint(token: str) -> str:
 class MintedRecord:
     token_id: str
     fingerprint: str
-    minted_at: float
+    minted_at: float  # epoch seconds: shown and stored, never used to schedule
     expires_at: float | None
+    # Whose token it is: only a token of the same user can revoke it (another user's gets a 404).
+    user: str | None = None
 
 
 @dataclass
@@ -72,7 +74,10 @@ class StateFile:
             raw = json.loads(self.path.read_text())
             minted = [MintedRecord(**m) for m in raw.pop("minted", [])]
             known = RotationState.__dataclass_fields__
-            return RotationState(minted=minted, **{k: v for k, v in raw.items() if k in known})
+            state = RotationState(minted=minted, **{k: v for k, v in raw.items() if k in known})
+            for record in state.minted:  # written before records had a user: it was the user then
+                record.user = record.user or state.user
+            return state
         except FileNotFoundError:
             return RotationState()
         except (OSError, ValueError, TypeError, AttributeError) as e:

@@ -3,13 +3,28 @@
 Order of every change of token, chosen so that a kill at any step loses nothing:
 
 1. mint the new token with the current one;
-2. record its id and fingerprint in ``~/.coda/state.json``;
+2. record its id, owner and fingerprint in ``~/.coda/state.json`` (when that cannot be
+   written, the new token revokes itself at once: no token lives unrecorded);
 3. flush it to ``~/.databrickscfg`` and make it current in memory;
-4. after the grace period, revoke every other token recorded in step 2.
+4. after the grace period, revoke every other token recorded in step 2, each with a token
+   of the user who owns it.
 
 A kill before 2 leaves one minted token unrecorded; it expires by its lifetime. A kill
 after 2 leaves records the next boot resolves: the token in the profile is current, every
 other recorded token is revoked. Tokens the user made are never recorded, so never revoked.
+
+Scheduling runs on the monotonic clock (``monotonic``); the wall clock (``clock``) is only
+for what is shown and stored, so a step of the system clock neither delays a rotation past
+the token's lifetime nor starts a burst of them.
+
+The loop never ends on an error: every failure (workspace down, refused mint, unwritable
+state, unexpected exception) is logged, kept in ``last_error`` for ``/health``, and the step
+is retried with capped, jittered backoff. Only a token the workspace refuses (401/403 on
+SCIM Me) stops retries in PAT mode, because only a new paste can help; in
+service-principal mode the app's own identity mints a new one.
+
+Workspace calls never run under the lock: it guards only the local swap (record, flush,
+make current), so a hung workspace call never makes a paste or a check wait.
 """
 
 from __future__ import annotations
@@ -19,13 +34,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Awaitable, Callable, Literal
 
 from . import service_principal
 from .config import Settings, normalize_host
 from .databrickscfg import ConfigFileError, read_profile
 from .rotation_state import MintedRecord, RotationState, StateFile, fingerprint
-from .token_store import TokenInfo, TokenStore
+from .token_store import Secret, TokenInfo, TokenStore
 from .workspace import MintedToken, TokenRejected, Workspace, WorkspaceError, user_name
 
 log = logging.getLogger(__name__)
@@ -35,6 +50,14 @@ TOKEN_COMMENT = "coda_aio rotating token"
 # is never in the token list, so the list cannot identify it.
 PAT_PREFIX = "dapi"
 MAX_PASTED_TOKEN_LENGTH = 4096
+# How long a page load waits for that check before answering with what is known.
+CONFIRM_WAIT = 5.0
+# Backoff between retries of a failed step: doubling from BACKOFF_BASE, capped, jittered.
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 30.0
+REVOKE_ATTEMPTS = 4
+
+CheckResult = Literal["confirmed", "recent", "refused", "unreachable", "none"]
 
 
 class ConfigureError(Exception):
@@ -44,6 +67,10 @@ class ConfigureError(Exception):
         self.message = message
 
 
+class RecordError(Exception):
+    """A minted token could not be recorded in state.json (it was revoked instead)."""
+
+
 @dataclass(frozen=True)
 class ConfigureResult:
     user: str
@@ -51,24 +78,56 @@ class ConfigureResult:
     message: str
 
 
+@dataclass(frozen=True)
+class Check:
+    """What asking the workspace about the current token found."""
+
+    result: CheckResult
+    message: str | None = None
+
+
 class Rotator:
-    def __init__(self, settings: Settings, tokens: TokenStore, *, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, tokens: TokenStore, *,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
         self._settings = settings
         self._tokens = tokens
-        self._clock = clock
+        self._wall = clock  # shown and stored only
+        self._now = monotonic  # every schedule
         self._state_file = StateFile(settings.state_dir / "state.json")
         self._state = RotationState()
         self._workspace: Workspace | None = None
         self._sessions_active: Callable[[], bool] = lambda: False
-        # One change of token at a time: rotation, configure-pat and verification.
+        # Guards the local swap of the current token (record, flush, make current), never a
+        # workspace call.
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._revoking: dict[str, asyncio.Task] = {}
+        # Mints in flight: each finishes and is recorded even when stop() cancels its caller.
+        self._minting: set[asyncio.Task] = set()
+        # Values of the tokens this process minted, by id, so each can revoke itself (in
+        # memory only; a restart revokes with a token of the same user instead).
+        self._values: dict[str, str] = {}
+        self._kept_noted: set[str] = set()
+        self._generation = 0  # bumped on every change of the current token
+        self._booted = False
+        self._restore_tried = False
+        self._boot_tried = asyncio.Event()  # set (and replaced) after each try of the warm start
         self._check_requested = False
-        self._due_at: float | None = None
+        self._due_at: float | None = None  # monotonic: the next rotation
+        self._retry_at: float | None = None  # monotonic: the next try of a failed step
+        self._expires_at: float | None = None  # monotonic: the current token's end of life
+        self._confirmed_at: float | None = None  # monotonic: the workspace last accepted it
+        self._confirming: asyncio.Task | None = None
+        self._flush_pending = False
         self._failures = 0
+        self._pastes: dict[str, asyncio.Task] = {}
+        self._last_paste: tuple[str, int, ConfigureResult] | None = None
         self.last_error: str | None = None
+        # Issue 13: set by the app when a secret scope is configured. Puts the token persisted
+        # there into the profile (True) when the profile has none that works; see _boot.
+        self.restore_profile: Callable[[], Awaitable[bool]] | None = None
 
     # --- wiring -----------------------------------------------------------------
 
@@ -79,18 +138,22 @@ class Rotator:
     async def start(self) -> None:
         self._state = await asyncio.to_thread(self._state_file.load)
         self._task = asyncio.create_task(self._run(), name="coda-rotator")
+        self._task.add_done_callback(self._task_ended)
 
     async def stop(self) -> None:
-        """Stop rotating. Pending revocations are dropped, not rushed: their tokens stay
-        recorded, and the next boot revokes them once it has a working token."""
-        tasks = [t for t in [self._task, *self._revoking.values()] if t]
+        """Stop rotating. Mints in flight finish and are recorded (bounded by the workspace
+        timeout); pending revocations are dropped, not rushed: their tokens stay recorded,
+        and the next boot revokes them once it has a working token."""
+        tasks = [t for t in [self._task, self._confirming, *self._revoking.values(), *self._pastes.values()] if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._minting:
+            await asyncio.wait(self._minting, timeout=self._settings.workspace_timeout + 5)
         self._revoking.clear()
 
     def wake(self) -> None:
-        """Something changed (sessions opened, a token configured): re-plan the next rotation."""
+        """Something changed (sessions opened, a token configured): re-plan the next step."""
         self._wake.set()
 
     def check_soon(self) -> None:
@@ -98,261 +161,555 @@ class Rotator:
         self._check_requested = True
         self._wake.set()
 
+    def _task_ended(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # the loop catches every Exception; this is a last resort
+            self.last_error = f"The rotation task stopped ({type(error).__name__}: {error}); restart coda_aio."
+            log.error("rotation task stopped", exc_info=error)
+
     # --- what the UI shows ----------------------------------------------------------
 
     def next_rotation_seconds(self) -> float | None:
-        if self._tokens.state != "valid" or self._due_at is None or not self._sessions_active():
+        if self._tokens.state != "valid" or not self._sessions_active():
             return None
-        return round(max(0.0, self._due_at - self._clock()), 1)
+        due = self._rotation_due_at()
+        if self._retry_at is not None:
+            due = max(due or 0.0, self._retry_at)
+        return None if due is None else round(max(0.0, due - self._now()), 1)
 
     @property
     def rotations(self) -> int:
         return self._state.rotations
 
+    @property
+    def booting(self) -> bool:
+        """The saved token is still being checked (the workspace has not answered yet)."""
+        return not self._booted and self._workspace is not None
+
     # --- the loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        await self._boot()
         while True:
-            timeout = self._seconds_until_due()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            timeout = self._seconds_until_next_step()
+            if timeout != 0:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
             self._wake.clear()
             try:
-                if self._check_requested:
-                    self._check_requested = False
-                    await self._verify()
-                if self._seconds_until_due() == 0:
-                    await self._rotate()
+                await self._step()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the loop must outlive any one bad rotation
+            except Exception as e:  # the loop must outlive anything one step does
                 log.exception("rotation step failed")
-                self._schedule_retry("unexpected error during rotation; see the server log")
+                self._failed(f"Unexpected error in the rotation task ({type(e).__name__}: {e}); retrying.")
 
-    def _seconds_until_due(self) -> float | None:
-        if self._tokens.state != "valid" or self._due_at is None or not self._sessions_active():
-            return None  # nothing to do until woken
-        return max(0.0, self._due_at - self._clock())
+    def _seconds_until_next_step(self) -> float | None:
+        if self._workspace is None:
+            return None
+        now = self._now()
+        if self._booted and self._check_requested:
+            return 0.0
+        if self._retry_at is not None:
+            return max(0.0, self._retry_at - now)
+        if not self._booted or self._needs_service_principal_token():
+            return 0.0
+        if self._tokens.state == "valid" and self._sessions_active():
+            due = self._rotation_due_at()
+            return None if due is None else max(0.0, due - now)
+        return None
 
-    def _schedule_retry(self, error: str, retry_after: float | None = None) -> None:
-        """Back off exponentially, with jitter, capped well inside the token's lifetime."""
+    def _rotation_due_at(self) -> float | None:
+        if self._due_at is None:
+            return None
+        if self._flush_pending and self._expires_at is not None:
+            # While the profile cannot be written, mint only to keep the proxy's token alive
+            # (no mint storm): once per lifetime, with half the usual slack left.
+            slack = max(0.0, self._settings.token_lifetime - self._settings.rotation_interval)
+            return max(self._due_at, self._expires_at - slack / 2)
+        return self._due_at
+
+    async def _step(self) -> None:
+        if self._booted and self._check_requested:  # not held back by a planned retry
+            self._check_requested = False
+            await self.confirm(max_age=0.0, wait=None)
+        if self._retry_at is not None:
+            if self._now() < self._retry_at:
+                return  # woken early; the planned retry stands
+            self._retry_at = None
+        if not self._booted:
+            await self._boot()
+            return
+        if self._needs_service_principal_token():
+            await self._mint_as_service_principal()
+            return
+        if self._tokens.state != "valid":
+            return
+        if self._flush_pending:
+            # A failed retry is reported; the token in memory keeps working until it must be renewed.
+            await self._retry_flush()
+        due = self._rotation_due_at()
+        if self._sessions_active() and due is not None and self._now() >= due:
+            await self._rotate()
+
+    def _failed(self, error: str, retry_after: float | None = None) -> None:
+        """Plan the next try: exponential backoff with jitter, capped well inside a lifetime."""
         self._failures += 1
         interval = self._settings.rotation_interval
-        base = min(2.0, interval / 20)
-        cap = min(60.0, interval / 2)
-        delay = min(cap, base * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+        base = min(BACKOFF_BASE, interval / 20)
+        cap = min(BACKOFF_CAP, interval / 2)
+        delay = min(cap, base * 2 ** min(self._failures - 1, 30)) * random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, cap))
-        self._due_at = self._clock() + delay
+        self._retry_at = self._now() + delay
         self.last_error = error
-        log.warning("rotation failed (%s); retrying in %.1f s", error, delay)
+        log.warning("%s (retrying in %.1f s)", error, delay)
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        self._retry_at = None
+        self.last_error = None
+
+    # --- one rotation ----------------------------------------------------------------
 
     async def _rotate(self) -> None:
-        async with self._lock:
-            current = self._tokens.token
-            if current is None or self._workspace is None:
-                return
-            try:
-                minted = await self._workspace.create_token(
-                    current, self._settings.token_lifetime, TOKEN_COMMENT
-                )
-            except TokenRejected as e:
-                # A 403 on mint may mean a dead token or only that minting is forbidden;
-                # SCIM Me tells which.
-                if await self._verify_locked(current):
-                    self._schedule_retry(f"the workspace refused to create a token: {e}")
-                return
-            except WorkspaceError as e:
-                self._schedule_retry(str(e), getattr(e, "retry_after", None))
-                return
-            await self._adopt(minted, self._tokens.info.user)
+        current = self._tokens.token
+        if current is None or self._workspace is None:
+            return
+        ws, generation, user = self._workspace, self._generation, self._tokens.info.user
+        try:
+            minted = await self._mint(lambda: ws.create_token(current, self._settings.token_lifetime, TOKEN_COMMENT),
+                                      user)
+        except TokenRejected as e:
+            # A 403 on mint may mean a dead token or only that minting is forbidden;
+            # SCIM Me tells which.
+            check = await self._check(current)
+            if check.result != "refused":
+                self._failed(f"The workspace refused to create a token: {e}")
+            return
+        except RecordError as e:
+            self._failed(str(e))
+            return
+        except WorkspaceError as e:
+            self._failed(f"Could not create a new token: {e}", getattr(e, "retry_after", None))
+            return
+        self._confirmed_at = self._now()
+        await self._adopt(minted, user, generation=generation)
 
-    async def _adopt(self, minted: MintedToken, user: str | None, *, revoke_delay: float | None = None) -> bool:
-        """Make a freshly minted token current, in the crash-safe order described above."""
-        now = self._clock()
-        self._state.prune_expired(now)
+    async def _mint(self, create: Callable[[], Awaitable[MintedToken]], user: str | None) -> MintedToken:
+        """Create a token and record it, to completion even if the caller is cancelled."""
+        task = asyncio.create_task(self._mint_and_record(create, user), name="coda-mint")
+        self._minting.add(task)
+        task.add_done_callback(self._mint_finished)
+        return await asyncio.shield(task)
+
+    def _mint_finished(self, task: asyncio.Task) -> None:
+        self._minting.discard(task)
+        if not task.cancelled():
+            task.exception()  # the caller reports it; if the caller was stopped, there is nothing to do
+
+    async def _mint_and_record(self, create: Callable[[], Awaitable[MintedToken]], user: str | None) -> MintedToken:
+        minted = await create()
+        self._state.prune_expired(self._wall())
+        self._values = {k: v for k, v in self._values.items() if self._state.owns(k)}
+        self._values[minted.token_id] = Secret(minted.value)
         self._state.minted.append(
-            MintedRecord(minted.token_id, fingerprint(minted.value), minted.created_at, minted.expires_at)
-        )
-        await self._save()
-        info = TokenInfo(minted.token_id, minted.created_at, minted.expires_at, user)
-        flushed = await self._tokens.set(minted.value, info)
-        self._state.user = user
-        self._state.last_rotation = now
-        self._state.rotations += 1
-        self._state.last_error = self.last_error = None if flushed else self._tokens.flush_error
-        await self._save()
-        self._due_at = now + self._settings.rotation_interval
-        self._failures = 0
-        log.info("now using token %s (rotation %d)%s", minted.token_id, self._state.rotations,
-                 "" if flushed else "; ~/.databrickscfg not updated")
+            MintedRecord(minted.token_id, fingerprint(minted.value), minted.created_at, minted.expires_at, user))
+        try:
+            await self._save()
+        except Exception as e:
+            # Unrecorded, a crash would leave it live and unknown: it revokes itself instead.
+            self._state.forget(minted.token_id)
+            revoked = await self._revoke_with_itself(minted.token_id)
+            raise RecordError(
+                f"Could not record the new token in {self._state_file.path} ({_reason(e)}); "
+                + ("it was revoked at once." if revoked else "it expires by its lifetime.")
+                + " Make that folder writable.") from None
+        return minted
+
+    async def _adopt(self, minted: MintedToken, user: str | None, *, generation: int | None = None,
+                     revoke_delay: float | None = None) -> bool:
+        """Make a freshly minted (and recorded) token current; False when it came too late."""
+        async with self._lock:
+            if generation is not None and generation != self._generation:
+                # The token changed while this one was minted (a paste won): it is not needed.
+                record = next((m for m in self._state.minted if m.token_id == minted.token_id), None)
+                if record:
+                    self._schedule_revoke(record, 0.0)
+                return False
+            now = self._now()
+            info = TokenInfo(minted.token_id, minted.created_at, minted.expires_at, user)
+            flushed = await self._tokens.set(minted.value, info)
+            self._generation += 1
+            self._booted = True
+            self._state.user = user
+            self._state.last_rotation = self._wall()
+            self._state.rotations += 1
+            self._due_at = now + self._settings.rotation_interval
+            lifetime = None if minted.expires_at is None else minted.expires_at - minted.created_at
+            self._expires_at = None if lifetime is None else now + lifetime
+            self._confirmed_at = now
+            self._succeeded()
+            self._flush_pending = not flushed
+            if not flushed:
+                self._flush_failed()
+            self._state.last_error = self.last_error
+            try:
+                await self._save()
+            except Exception as e:  # the record itself is safe (step 2); only the counters are not
+                self.last_error = f"Could not update {self._state_file.path} ({_reason(e)})."
+                log.warning("%s", self.last_error)
+            log.info("now using token %s (rotation %d)%s", minted.token_id, self._state.rotations,
+                     "" if flushed else "; ~/.databrickscfg not updated")
         if flushed:
             # While the file may still hold an older token, that token must keep working.
             self._revoke_others(minted.value, self._settings.revoke_grace if revoke_delay is None else revoke_delay)
-        return flushed
+        return True
+
+    async def _retry_flush(self) -> bool:
+        async with self._lock:
+            token = self._tokens.token
+            if token is None:
+                return False
+            if not await self._tokens.flush(token):
+                self._flush_failed()
+                return False
+            self._flush_pending = False
+            self.last_error = None
+            log.info("profile written with the current token")
+        self._revoke_others(token, self._settings.revoke_grace)
+        return True
+
+    def _flush_failed(self) -> None:
+        self._failed(f"{self._tokens.flush_error} The token works in coda_aio's terminals; "
+                     "the profile is written again when the file can be updated.")
+
+    # --- revoking superseded tokens ------------------------------------------------------
 
     def _revoke_others(self, current: str, delay: float) -> None:
         for record in self._state.others(current):
-            if record.token_id not in self._revoking:
-                task = asyncio.create_task(self._revoke_later(record, delay), name=f"coda-revoke-{record.token_id}")
-                self._revoking[record.token_id] = task
+            self._schedule_revoke(record, delay)
+
+    def _schedule_revoke(self, record: MintedRecord, delay: float) -> None:
+        if record.token_id not in self._revoking:
+            task = asyncio.create_task(self._revoke_later(record, delay), name=f"coda-revoke-{record.token_id}")
+            self._revoking[record.token_id] = task
 
     async def _revoke_later(self, record: MintedRecord, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
-            for attempt in range(4):
-                token = self._tokens.token
-                if token is None or self._workspace is None:
-                    return  # no way to authenticate now; the record stays for a later try
-                try:
-                    await self._workspace.delete_token(token, record.token_id)
-                    break
-                except TokenRejected:
-                    self.check_soon()
+            for attempt in range(REVOKE_ATTEMPTS):
+                if record.token_id == self._tokens.info.token_id:
+                    return  # it became current meanwhile (a paste adopted it after this was planned)
+                outcome = await self._revoke_once(record)
+                if outcome == "revoked":
+                    self._state.forget(record.token_id)
+                    self._values.pop(record.token_id, None)
+                    await self._save()
+                    log.info("revoked previous token %s", record.token_id)
                     return
-                except WorkspaceError as e:
-                    log.warning("revoking token %s failed (%s); attempt %d", record.token_id, e, attempt + 1)
-                    await asyncio.sleep(min(30.0, 2.0**attempt) * random.uniform(0.5, 1.0))
-            else:
-                return  # still recorded; it expires by its lifetime if nothing else revokes it
-            self._state.forget(record.token_id)
-            await self._save()
-            log.info("revoked previous token %s", record.token_id)
+                if outcome == "kept":
+                    return
+                await asyncio.sleep(min(30.0, 2.0**attempt) * random.uniform(0.5, 1.0))
+            # Still recorded: the next rotation or boot tries again; it expires by its lifetime anyway.
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("revoking token %s failed", record.token_id)
+            self.last_error = f"Could not revoke a previous token ({type(e).__name__}: {e}); it stays recorded."
         finally:
             self._revoking.pop(record.token_id, None)
 
-    async def _verify(self) -> None:
-        async with self._lock:
-            token = self._tokens.token
-            if token is not None:
-                await self._verify_locked(token)
+    async def _revoke_once(self, record: MintedRecord) -> Literal["revoked", "kept", "later"]:
+        """Revoke with a token of the record's own user: another user's token gets a 404 that
+        proves nothing. The record's own value (known while this process runs) is best."""
+        if self._workspace is None:
+            return "later"
+        if record.token_id in self._values:
+            return "revoked" if await self._revoke_with_itself(record.token_id) else "later"
+        current = self._tokens.token
+        if current is None:
+            return "later"
+        if record.user != self._tokens.info.user:
+            if record.token_id not in self._kept_noted:
+                self._kept_noted.add(record.token_id)
+                log.warning("token %s belongs to %s, and coda_aio now holds a token of %s only: it stays "
+                            "recorded and expires by its lifetime", record.token_id, record.user,
+                            self._tokens.info.user)
+            return "kept"
+        try:
+            await self._workspace.delete_token(current, record.token_id)
+            return "revoked"
+        except TokenRejected:
+            self.check_soon()
+        except WorkspaceError as e:
+            log.warning("revoking token %s failed (%s)", record.token_id, e)
+        return "later"
 
-    async def _verify_locked(self, token: str) -> bool:
-        """True when the workspace still accepts ``token``; marks it invalid when it does not."""
+    async def _revoke_with_itself(self, token_id: str) -> bool:
+        """True when the token is gone: revoked now, or already dead (it cannot sign in)."""
+        value = self._values.get(token_id)
+        if value is None or self._workspace is None:
+            return False
+        try:
+            await self._workspace.delete_token(value, token_id)
+        except TokenRejected:
+            pass  # expired or revoked already: nothing left to revoke
+        except WorkspaceError as e:
+            log.warning("revoking token %s failed (%s)", token_id, e)
+            return False
+        self._values.pop(token_id, None)
+        return True
+
+    def _kept_for_other_users(self) -> list[MintedRecord]:
+        user = self._tokens.info.user
+        return [m for m in self._state.minted if m.user != user and m.token_id not in self._values]
+
+    # --- checking the current token with the workspace ---------------------------------------
+
+    async def confirm(self, max_age: float | None = None, wait: float | None = CONFIRM_WAIT) -> Check:
+        """Ask the workspace whether the current token still works, unless it said so within
+        ``max_age`` seconds (default: the ``token_check_age`` setting). One check at a time:
+        concurrent callers share it. A caller waits at most ``wait`` seconds; the check goes
+        on and its verdict lands in the state."""
+        if max_age is None:
+            max_age = self._settings.token_check_age
+        if self._workspace is None:
+            return Check("none")
+        if not self._booted:
+            # The saved token waits for the workspace: try it now, and give that try a moment.
+            tried = self._boot_tried
+            self._nudge()
+            if wait:
+                try:
+                    await asyncio.wait_for(tried.wait(), wait)
+                except TimeoutError:
+                    pass
+            if not self._booted:
+                return Check("unreachable" if self.last_error else "none", self.last_error)
+        if self._tokens.state != "valid":
+            return Check("none")
+        if self._confirmed_at is not None and self._now() - self._confirmed_at <= max_age:
+            return Check("recent")
+        if self._confirming is None:
+            token = self._tokens.token
+            assert token is not None
+            self._confirming = asyncio.create_task(self._check(token), name="coda-confirm")
+            self._confirming.add_done_callback(self._confirm_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._confirming), wait)
+        except TimeoutError:
+            return Check("unreachable", f"The workspace has not answered within {wait:g} s; still checking.")
+
+    def _confirm_done(self, task: asyncio.Task) -> None:
+        if self._confirming is task:
+            self._confirming = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("token check failed", exc_info=task.exception())
+
+    def _nudge(self) -> None:
+        """Someone is waiting on the boot: retry the workspace now rather than at the backoff cap."""
+        if self._retry_at is not None:
+            self._retry_at = min(self._retry_at, self._now())
+            self._wake.set()
+
+    async def _check(self, token: str) -> Check:
+        """SCIM Me with ``token``; a refusal of the current token makes the state invalid."""
         assert self._workspace is not None
         try:
             await self._workspace.me(token)
         except TokenRejected as e:
-            if token != self._tokens.token:
-                return False
-            self.last_error = self._state.last_error = f"The workspace no longer accepts the token: {e}"
-            await self._save()
-            log.warning("current token was refused by the workspace; asking for a new one")
-            if self._settings.auth_mode == "service-principal":
-                await self._bootstrap_service_principal()
-            else:
-                self._tokens.mark_invalid()
-            return False
+            if token == self._tokens.token:
+                await self._current_token_refused(f"The workspace no longer accepts the token: {e}")
+            return Check("refused", str(e))
         except WorkspaceError as e:
-            log.info("could not verify the token now (%s)", e)
-        return True
+            log.info("could not check the token now (%s)", e)
+            return Check("unreachable", f"Could not reach the workspace to check the token: {e}")
+        if token == self._tokens.token:
+            self._confirmed_at = self._now()
+        return Check("confirmed")
+
+    async def _current_token_refused(self, error: str) -> None:
+        self.last_error = self._state.last_error = error
+        log.warning("current token was refused by the workspace; %s",
+                    "minting a new one as the service principal" if self._service_principal_mode
+                    else "asking for a new one")
+        self._generation += 1
+        self._flush_pending = False
+        self._tokens.mark_invalid()  # every terminal hears it and asks for a new token
+        self.wake()  # service-principal mode mints a new one
+        try:
+            await self._save()
+        except Exception as e:
+            log.warning("could not save %s (%s)", self._state_file.path, _reason(e))
 
     # --- boot: warm start, or the service principal's first token ---------------------
 
     async def _boot(self) -> None:
-        if self._workspace is None:
-            return
-        if await self._warm_start():
-            return
-        if self._settings.auth_mode == "service-principal":
-            async with self._lock:
-                await self._bootstrap_service_principal()
+        """One try at the warm start; a workspace that does not answer is tried again later."""
+        try:
+            await self._boot_once()
+        finally:
+            self._boot_tried.set()  # wakes the callers of confirm() waiting on this try
+            self._boot_tried = asyncio.Event()
 
-    async def _warm_start(self) -> bool:
+    async def _boot_once(self) -> None:
+        if self._workspace is None:
+            self._booted = True
+            return
+        outcome = await self._warm_start()
+        if outcome == "none" and self.restore_profile is not None and not self._restore_tried:
+            # Issue 13 hook: a redeploy left the profile empty; the secret scope may hold the token.
+            self._restore_tried = True
+            if await self.restore_profile():
+                outcome = await self._warm_start()
+        if outcome == "unreachable":
+            return  # _warm_start planned the retry
+        self._booted = True
+        self.wake()
+
+    async def _warm_start(self) -> Literal["adopted", "none", "unreachable"]:
         """Use the token already in the profile when the workspace still accepts it."""
         settings = self._settings
         try:
             profile = await asyncio.to_thread(read_profile, settings.databrickscfg_path, settings.profile)
         except ConfigFileError as e:
             self.last_error = str(e)
-            return False
+            return "none"
         token = (profile or {}).get("token")
         if not token or normalize_host(profile.get("host")) not in (None, settings.host):
-            return False
-        me = await self._me_with_retries(token)  # outside the lock: a paste must not wait on this
-        if me is None:
-            return False
+            return "none"
+        assert self._workspace is not None
+        try:
+            me = await self._workspace.me(token)  # outside the lock: a paste must not wait on this
+            user = user_name(me)
+        except TokenRejected:
+            self.last_error = "The saved token no longer works; paste a new one."
+            return "none"
+        except WorkspaceError as e:
+            self._failed(f"Could not check the saved token: {e}", getattr(e, "retry_after", None))
+            return "unreachable"
         async with self._lock:
             if self._tokens.state != "missing":
-                return True  # a token was configured meanwhile; it wins
+                return "adopted"  # a token was configured meanwhile; it wins
             record = self._state.find(token)
-            user = user_name(me)
+            now = self._now()
             if record:
                 info = TokenInfo(record.token_id, record.minted_at, record.expires_at, user)
-                self._due_at = record.minted_at + settings.rotation_interval
+                age = max(0.0, self._wall() - record.minted_at)  # the one wall-clock input: stored times
+                self._due_at = now + max(0.0, settings.rotation_interval - age)
+                self._expires_at = None if record.expires_at is None else now + max(0.0, record.expires_at - self._wall())
             else:
                 # Not one of ours (or state.json was lost): its age is unknown, so rotate at once.
                 info = TokenInfo(user=user)
-                self._due_at = self._clock()
+                self._due_at = now
+                self._expires_at = None
             await self._tokens.set(token, info)
-            # Whatever else we had minted was left by a process that is gone: no call is in flight.
-            self._revoke_others(token, 0.0)
+            self._generation += 1
+            self._confirmed_at = now
+            self._succeeded()
             log.info("warm start: reusing the saved token for %s", user)
-            return True
+        # Whatever else we had minted was left by a process that is gone: no call is in flight.
+        self._revoke_others(token, 0.0)
+        return "adopted"
 
-    async def _me_with_retries(self, token: str) -> dict | None:
-        assert self._workspace is not None
-        for attempt in range(5):
-            try:
-                return await self._workspace.me(token)
-            except TokenRejected:
-                self.last_error = "The saved token no longer works; paste a new one."
-                return None
-            except WorkspaceError as e:
-                self.last_error = f"Could not check the saved token: {e}"
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
-        return None
+    @property
+    def _service_principal_mode(self) -> bool:
+        return self._settings.auth_mode == "service-principal"
 
-    async def _bootstrap_service_principal(self) -> None:
-        """Service-principal mode: the app's own identity mints the first token, no prompt."""
-        try:
+    def _needs_service_principal_token(self) -> bool:
+        return (self._service_principal_mode and self._booted and self._workspace is not None
+                and self._tokens.state != "valid")
+
+    async def _mint_as_service_principal(self) -> None:
+        """Service-principal mode: the app's own identity mints the token, no prompt."""
+        generation = self._generation
+        minted_by: list[str] = []
+
+        async def create() -> MintedToken:
             minted, user = await asyncio.to_thread(
-                service_principal.mint_token, self._settings, self._settings.token_lifetime, TOKEN_COMMENT
-            )
-        except Exception as e:  # the SDK raises many kinds; all mean "not now"
-            self._tokens.mark_invalid()
-            self._schedule_retry(f"the service principal could not mint a token: {e}")
+                service_principal.mint_token, self._settings, self._settings.token_lifetime, TOKEN_COMMENT)
+            minted_by.append(user)
+            return minted
+
+        try:
+            minted = await self._mint(create, None)
+        except RecordError as e:
+            self._failed(str(e))
             return
-        await self._adopt(minted, user, revoke_delay=0.0)
+        except Exception as e:  # the SDK raises many kinds; all mean "not now"
+            self._failed(f"The service principal could not mint a token: {e}")
+            return
+        user = minted_by[0]
+        record = next((m for m in self._state.minted if m.token_id == minted.token_id), None)
+        if record is not None:
+            record.user = user
+        await self._adopt(minted, user, generation=generation, revoke_delay=0.0)
 
     # --- configure-pat --------------------------------------------------------------
 
     async def configure(self, pasted: str) -> ConfigureResult:
-        """Exchange a pasted token for one coda_aio mints and rotates. Nothing is kept on failure."""
+        """Exchange a pasted token for one coda_aio mints and rotates. Nothing is kept on failure.
+
+        The same token pasted twice at once is exchanged once, and both get that answer.
+        """
         if self._workspace is None:
             raise ConfigureError(400, "No workspace is configured: set DATABRICKS_HOST and restart coda_aio.")
         pasted = pasted.strip()
         if not pasted or len(pasted) > MAX_PASTED_TOKEN_LENGTH or any(c.isspace() for c in pasted):
             raise ConfigureError(400, "That does not look like a token: paste the whole value, with no spaces.")
+        key = fingerprint(pasted)
+        if self._last_paste is not None:
+            last_key, generation, result = self._last_paste
+            if last_key == key and generation == self._generation and self._tokens.state == "valid":
+                return result  # a repeat of the paste that made the current token
+        task = self._pastes.get(key)
+        if task is None:
+            task = asyncio.create_task(self._configure(pasted, key), name="coda-configure")
+            self._pastes[key] = task
+            task.add_done_callback(lambda _: self._pastes.pop(key, None))
+        # Shielded: a browser that gives up does not cancel an exchange half-way.
+        return await asyncio.shield(task)
+
+    async def _configure(self, pasted: str, key: str) -> ConfigureResult:
         ws = self._workspace
-        async with self._lock:
-            try:
-                me = await ws.me(pasted)
-            except TokenRejected as e:
-                raise ConfigureError(
-                    400, f"The workspace refused this token ({e}). Check that you copied all of it and that it has not expired."
-                ) from None
-            except WorkspaceError as e:
-                raise ConfigureError(503, f"Could not reach the workspace to check the token: {e}") from None
+        assert ws is not None
+        try:
+            me = await ws.me(pasted)
             user = user_name(me)
-            try:
-                listing = await ws.list_tokens(pasted)
-            except WorkspaceError:
-                listing = None  # without the list the pasted token cannot be identified: keep it
-            try:
-                minted = await ws.create_token(pasted, self._settings.token_lifetime, TOKEN_COMMENT)
-            except TokenRejected as e:
-                raise ConfigureError(
-                    400, f"The token is valid, but the workspace does not let it create tokens ({e})."
-                ) from None
-            except WorkspaceError as e:
-                raise ConfigureError(503, f"Could not create a token in the workspace: {e}") from None
-            await self._adopt(minted, user)
-            pasted_fate, note = await self._dispose_pasted(pasted, listing, minted)
+        except TokenRejected as e:
+            raise ConfigureError(
+                400, f"The workspace refused this token ({e.said}). Check that you copied all of it and that it has not expired."
+            ) from None
+        except WorkspaceError as e:
+            raise ConfigureError(503, f"Could not reach the workspace to check the token: {e}") from None
+        try:
+            listing = await ws.list_tokens(pasted)
+        except WorkspaceError:
+            listing = None  # without the list the pasted token cannot be identified: keep it
+        try:
+            minted = await self._mint(lambda: ws.create_token(pasted, self._settings.token_lifetime, TOKEN_COMMENT),
+                                      user)
+        except TokenRejected as e:
+            raise ConfigureError(
+                400, f"The token is valid, but the workspace does not let it create tokens ({e})."
+            ) from None
+        except RecordError as e:
+            raise ConfigureError(503, str(e)) from None
+        except WorkspaceError as e:
+            raise ConfigureError(503, f"Could not create a token in the workspace: {e}") from None
+        await self._adopt(minted, user)  # a paste always wins over a rotation in flight
+        pasted_fate, note = await self._dispose_pasted(pasted, listing, minted)
+        kept = self._kept_for_other_users()
+        if kept:
+            users = ", ".join(sorted({m.user or "an unknown user" for m in kept}))
+            note += (f" {len(kept)} token(s) coda_aio minted for {users} could not be revoked with this "
+                     "user's token: they stay recorded, are revoked when that user pastes a token again, "
+                     "and expire by their lifetime.")
         self.wake()
         minutes = self._settings.rotation_interval / 60
         lifetime = self._settings.token_lifetime / 60
@@ -362,7 +719,9 @@ class Rotator:
         )
         if self._tokens.flush_error:
             message += f" Warning: {self._tokens.flush_error}"
-        return ConfigureResult(user, pasted_fate, message)
+        result = ConfigureResult(user, pasted_fate, message)
+        self._last_paste = (key, self._generation, result)
+        return result
 
     async def _dispose_pasted(self, pasted: str, listing, minted: MintedToken) -> tuple[str, str]:
         """Revoke the pasted token only when it is certainly the one in the list.
@@ -389,3 +748,7 @@ class Rotator:
 
     async def _save(self) -> None:
         await asyncio.to_thread(self._state_file.save, self._state)
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"

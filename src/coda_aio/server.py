@@ -17,16 +17,19 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, credential_routes, setup_routes, terminal_routes, web_routes
-from .agents import AgentModels, write_agent_configs
-from .app_keys import OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WORKSPACE
+from .agent_files import AgentFiles
+from .agents import AgentModels, terminal_env, write_agent_configs
+from .app_keys import OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WEB_ACCESS, WORKSPACE
 from .config import Settings
 from .origin import same_origin_only
-from .owner import OwnerCheck, owner_middleware
-from .proxy import ProxyServer
+from .owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
+from .proxy import ProxyServer, load_or_create_key
+from . import restart_persistence
 from .pty_bridge import SessionManager, build_env
 from .rotator import Rotator
 from .setup_steps import SetupRunner, agent_install_steps
 from .token_store import TokenStore
+from .web_access import WebAccess, known_host_only, web_key_required
 from .web_json import json_error
 from .workspace import Workspace
 
@@ -34,9 +37,12 @@ log = logging.getLogger(__name__)
 
 # No inline scripts: everything the page runs is served from this origin. Inline styles are
 # allowed because xterm.js's DOM renderer sets style attributes and <style> elements for
-# its colours and layout; styles cannot run code.
+# its colours and layout; styles cannot run code. 'wasm-unsafe-eval' lets the image addon
+# compile its bundled sixel decoder (WebAssembly only: JavaScript eval stays blocked); blob:
+# images are the inline pictures (iTerm2 protocol) it decodes in the page.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
@@ -53,16 +59,15 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         return json_error(e.status, message)
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler) -> web.StreamResponse:
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response as it is prepared: those of handlers and middlewares, and aiohttp's
+    own (404, 405, 413, 500). A signal rather than a middleware, so no middleware order and
+    no exception path can leave a response without them."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -70,6 +75,9 @@ async def health(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     tokens = app[TOKENS]
     rotator = app[ROTATOR]
+    if settings.app_mode and not app[OWNER].allows(request.headers.get(IDENTITY_HEADER)):
+        # Anyone who reaches the app may learn that it is up, and nothing else.
+        return web.json_response({"status": "ok"})
     age = tokens.age_seconds()
     body = {
         "status": "ok",
@@ -84,6 +92,7 @@ async def health(request: web.Request) -> web.Response:
         "mode": "app" if settings.app_mode else "local",
         "owner_check": app[OWNER].status,
         "workspace_configured": settings.host is not None,
+        **restart_persistence.health_fields(app),
     }
     return web.json_response(body)
 
@@ -141,7 +150,8 @@ async def agent_configs_ctx(app: web.Application) -> AsyncIterator[None]:
     writing: set[asyncio.Task] = set()
 
     async def write() -> None:
-        report = await asyncio.to_thread(write_agent_configs, settings.home, proxy.url, proxy.key, models)
+        files = AgentFiles.for_settings(settings)
+        report = await asyncio.to_thread(write_agent_configs, files, proxy.url, proxy.key, models)
         for error in report.errors:
             log.warning("agent config left as it was: %s", error)
 
@@ -177,12 +187,17 @@ async def setup_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    # Who may come in: in App mode the owner; locally a loopback Host, then the web key.
+    access = [owner_middleware] if settings.app_mode else [known_host_only, web_key_required]
     app = web.Application(
-        middlewares=[json_errors, security_headers, owner_middleware, same_origin_only],
+        middlewares=[json_errors, *access, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
         client_max_size=64 * 1024,
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(security_headers)
+    if not settings.app_mode:
+        app[WEB_ACCESS] = WebAccess.for_settings(settings)
     tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
     app[TOKENS] = tokens
     app[OWNER] = OwnerCheck(settings)
@@ -197,7 +212,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETUP] = SetupRunner(steps)
 
     app.cleanup_ctx.extend(
-        [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx, rotator_ctx, setup_ctx]
+        [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx,
+         restart_persistence.token_persistence_ctx,  # before the rotator: gives it its boot hook
+         rotator_ctx, setup_ctx, restart_persistence.project_sync_ctx]
     )
 
     # A token that dies tells every open terminal, so the UI can ask for a new one.
@@ -205,8 +222,9 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/health", health)
     credential_routes.add_routes(app)
-    terminal_routes.add_routes(app)
+    terminal_routes.add_routes(app, heartbeat=settings.ws_heartbeat)
     setup_routes.add_routes(app)
+    restart_persistence.add_routes(app)
     web_routes.add_routes(app)
     return app
 
@@ -221,6 +239,10 @@ def pty_extra_env(settings: Settings) -> dict[str, str]:
     }
     if settings.host:
         extra["DATABRICKS_HOST"] = settings.host
+    # Locally each agent CLI reads coda's config directory under ~/.coda, not the user's own.
+    files = AgentFiles.for_settings(settings)
+    key = load_or_create_key(settings.state_dir / "proxy-key") if files.env else ""
+    extra.update(terminal_env(files, settings.proxy_url, key, AgentModels.from_env(os.environ)))
     return extra
 
 

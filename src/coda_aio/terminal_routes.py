@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import ws_protocol
-from .app_keys import SESSIONS
+from .app_keys import ROTATOR, SESSIONS
 from .pty_bridge import Session, SessionClosedError, SessionLimitError, SessionStartError
 from .web_json import json_error, read_json_object
 
@@ -22,15 +22,19 @@ log = logging.getLogger(__name__)
 
 # A 10 MB paste arrives as one frame.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-# Ping every 20 s: a socket whose peer vanished without a FIN is dropped within ~30 s.
+# Ping every 20 s (Settings.ws_heartbeat): proxies in front of the app, such as the Databricks
+# Apps one, cut connections idle for a few minutes, and a peer that vanished without a FIN
+# is noticed within about 1.5 heartbeats.
 HEARTBEAT_SECONDS = 20.0
 GOODBYE_TIMEOUT = 2.0
 
 _OPEN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("terminal_sockets", set)
+_HEARTBEAT: web.AppKey[float] = web.AppKey("terminal_heartbeat", float)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, heartbeat: float = HEARTBEAT_SECONDS) -> None:
     app[_OPEN_SOCKETS] = set()
+    app[_HEARTBEAT] = heartbeat
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_post("/api/sessions", create_session)
     app.router.add_patch("/api/sessions/{id}", rename_session)
@@ -68,6 +72,7 @@ async def create_session(request: web.Request) -> web.Response:
             raise _BadRequest("label must be a string")
         cols = _size(body, "cols", 80)
         rows = _size(body, "rows", 24)
+        await request.app[ROTATOR].confirm()  # a dead token turns invalid: terminals ask for a new one
         session = await request.app[SESSIONS].create(label=label, cols=cols, rows=rows)
     except (_BadRequest, ValueError) as e:
         return json_error(400, str(e))
@@ -115,10 +120,11 @@ def _unknown_session() -> web.Response:
 class SocketClient:
     """A WebSocket seen by a session: output and events become typed binary frames."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "_request")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
+        self._request = request
 
     async def send_output(self, data: bytes) -> None:
         await self._ws.send_bytes(ws_protocol.encode_output(data))
@@ -126,13 +132,24 @@ class SocketClient:
     async def send_event(self, event: dict[str, Any]) -> None:
         await self._ws.send_bytes(ws_protocol.encode_event(event))
 
+    async def close(self) -> None:
+        """The session dropped this client (it fell behind): close it, cutting it if it is stuck."""
+        try:
+            await asyncio.wait_for(
+                self._ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"fell behind the terminal"), GOODBYE_TIMEOUT
+            )
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            transport = self._request.transport
+            if transport is not None:
+                transport.abort()
+
 
 async def attach_socket(request: web.Request) -> web.StreamResponse:
     session = request.app[SESSIONS].get(request.match_info["id"])
     if session is None:
         return _unknown_session()
     ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_SECONDS,
+        heartbeat=request.app[_HEARTBEAT],
         max_msg_size=MAX_FRAME_BYTES,
         # Terminal output at tens of MB/s: deflating it costs more CPU than it saves on loopback.
         compress=False,
@@ -142,7 +159,7 @@ async def attach_socket(request: web.Request) -> web.StreamResponse:
         return json_error(400, "this endpoint expects a WebSocket upgrade")
     await ws.prepare(request)
 
-    client = SocketClient(ws)
+    client = SocketClient(ws, request)
     sockets = request.app[_OPEN_SOCKETS]
     try:
         detach = session.attach(client)
@@ -173,6 +190,7 @@ async def attach_socket(request: web.Request) -> web.StreamResponse:
 async def _handle_frame(session: Session, client: SocketClient, frame: bytes) -> None:
     kind, payload = ws_protocol.decode(frame)
     if kind == ws_protocol.INPUT:
+        session.focus(client)  # typing here: this is where the person is
         session.write(payload)
         # Stop reading the socket while a big paste is still on its way into the PTY.
         await session.drain()
@@ -180,6 +198,10 @@ async def _handle_frame(session: Session, client: SocketClient, frame: bytes) ->
         size = ws_protocol.parse_resize(payload)
         if size is not None:
             session.resize(*size)
+    elif kind == ws_protocol.REPLY:
+        session.write_reply(client, payload)
+    elif kind == ws_protocol.FOCUS:
+        session.focus(client)
     elif kind == ws_protocol.PAUSE:
         session.pause(client)
     elif kind == ws_protocol.RESUME:

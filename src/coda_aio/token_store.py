@@ -31,7 +31,7 @@ class TokenInfo:
     user: str | None = None
 
 
-class _Secret(str):
+class Secret(str):
     """A str whose repr does not show the value, so a stray log of it leaks nothing."""
 
     def __repr__(self) -> str:
@@ -43,10 +43,11 @@ class TokenStore:
         self._cfg_path = cfg_path
         self._profile = profile
         self._host = host
-        self._token: _Secret | None = None
+        self._token: Secret | None = None
         self._info = TokenInfo()
         self._state: TokenState = "missing"
         self._listeners: list[Listener] = []
+        self._token_listeners: list[Callable[[], None]] = []
         self.flush_error: str | None = None
 
     @property
@@ -71,6 +72,12 @@ class TokenStore:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def subscribe_token(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Hear about every new current token, each rotation included (``subscribe`` hears only
+        state changes). Listeners must return at once: they run inside the swap."""
+        self._token_listeners.append(listener)
+        return lambda: self._token_listeners.remove(listener)
+
     async def set(self, token: str, info: TokenInfo) -> bool:
         """Make ``token`` current and flush it to the profile; True when the flush worked.
 
@@ -80,9 +87,14 @@ class TokenStore:
         the caller keeps the previous token alive because the file may still hold it.
         """
         flushed = await self.flush(token)
-        self._token = _Secret(token)
+        self._token = Secret(token)
         self._info = info
         self._set_state("valid")
+        for listener in list(self._token_listeners):
+            try:
+                listener()
+            except Exception:  # a broken listener must not break a rotation
+                log.exception("token listener failed")
         return flushed
 
     async def flush(self, token: str) -> bool:
@@ -92,6 +104,10 @@ class TokenStore:
         except (ConfigFileError, OSError) as e:
             self.flush_error = str(e)
             log.warning("could not write profile [%s]: %s", self._profile, e)
+            return False
+        except Exception as e:  # a bug in the editor must cost a flush, never the token
+            self.flush_error = f"{self._cfg_path} could not be updated ({type(e).__name__}); see the server log"
+            log.exception("could not write profile [%s]", self._profile)
             return False
         self.flush_error = None
         return True

@@ -1,19 +1,31 @@
 """The browser UI: the page, its own static files, and xterm.js from node_modules.
 
 Only files named here are ever served: the page's own files are looked up by bare name
-inside ``web/`` (no sub-paths), and xterm.js files by an explicit map into node_modules,
+inside ``web/`` (no sub-paths; see ``web_dir``), and xterm.js files by an explicit map into node_modules,
 so no request can reach anything else on disk.
 """
 
 from __future__ import annotations
 
 import html
+import importlib.util
 import re
 from pathlib import Path
 
 from aiohttp import web
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+
+def web_dir() -> Path:
+    """The front end's files: the package ``coda_aio.web``, which pyproject.toml maps to web/
+    at the repository root (an editable install points there; a wheel carries a copy)."""
+    spec = importlib.util.find_spec("coda_aio.web")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    # Run from a checkout without installing (PYTHONPATH=src): the repository's own web/.
+    return Path(__file__).resolve().parents[2] / "web"
+
+
+WEB_DIR = web_dir()
 
 # URL name under /vendor/ -> file inside node_modules (installed by `npm ci`, never committed).
 VENDOR_FILES = {
@@ -23,6 +35,9 @@ VENDOR_FILES = {
     "addon-web-links.mjs": "@xterm/addon-web-links/lib/addon-web-links.mjs",
     "addon-search.mjs": "@xterm/addon-search/lib/addon-search.mjs",
     "addon-unicode11.mjs": "@xterm/addon-unicode11/lib/addon-unicode11.mjs",
+    "addon-image.mjs": "@xterm/addon-image/lib/addon-image.mjs",
+    "addon-clipboard.mjs": "@xterm/addon-clipboard/lib/addon-clipboard.mjs",
+    "addon-webgl.mjs": "@xterm/addon-webgl/lib/addon-webgl.mjs",
 }
 
 # Set explicitly rather than guessed: browsers refuse module scripts that are not served as

@@ -45,6 +45,13 @@ class WorkspaceError(Exception):
 class TokenRejected(WorkspaceError):
     """401/403: the token is expired, revoked, unknown, or not allowed to do this."""
 
+    def __init__(self, message: str, status: int | None = None, error_code: str | int | None = None,
+                 said: str = ""):
+        super().__init__(message, status, error_code)
+        # What the workspace said ("403 Invalid access token"), for callers that explain the
+        # refusal in their own words instead of nesting this message in theirs.
+        self.said = said or message
+
 
 class WorkspaceUnavailable(WorkspaceError):
     """Transient: 5xx, 429, timeout, connection failure, or a garbled reply. Worth retrying."""
@@ -176,7 +183,8 @@ class Workspace:
         detail = str(detail).strip().rstrip(".")
         said = f"{status} {detail}" if detail else str(status)
         if status in (401, 403):
-            error: WorkspaceError = TokenRejected(f"The workspace refused the token ({said}). Paste a new token.", status)
+            error: WorkspaceError = TokenRejected(f"The workspace refused the token ({said}). Paste a new token.", status,
+                                                said=said)
         elif status == 429:
             wait = f" in {retry_after:g} s" if retry_after is not None else " in a moment"
             error = WorkspaceUnavailable(f"The workspace is rate limiting requests ({said}). Try again{wait}.",

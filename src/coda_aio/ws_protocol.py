@@ -1,8 +1,11 @@
 """The terminal WebSocket wire protocol: binary frames whose first byte names the type.
 
-Server to client: ``0`` raw PTY output, ``1`` a UTF-8 JSON event.
+Server to client: ``0`` raw PTY output, ``1`` a UTF-8 JSON event (``{"type": "dropped",
+"reason": ...}`` precedes the close of a client that fell too far behind: it may reattach).
 Client to server: ``0`` input for the PTY, ``1`` a JSON resize ``{"cols","rows"}``,
-``2`` pause output, ``3`` resume output. Anything else is ignored by the receiver.
+``2`` pause output, ``3`` resume output, ``4`` the terminal's answer to a query in the output
+(passed on only from the session's answering client), ``5`` focus (the person is at this
+client now). Anything else is ignored by the receiver.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ INPUT = ord("0")
 RESIZE = ord("1")
 PAUSE = ord("2")
 RESUME = ord("3")
+REPLY = ord("4")
+FOCUS = ord("5")
 
 _OUTPUT_PREFIX = b"0"
 _EVENT_PREFIX = b"1"

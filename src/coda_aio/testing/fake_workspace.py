@@ -202,6 +202,16 @@ class FakeWorkspace:
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
+        # Secrets and workspace files (issue 13) live in their own modules.
+        from .fake_secrets import FakeSecrets
+        from .fake_workspace_files import FakeWorkspaceFiles
+
+        self.secrets = FakeSecrets(self)
+        self.files = FakeWorkspaceFiles(self)
+
+        # Random faults for long runs (issue 14): a testing.fake_chaos.Chaos, or None.
+        self.chaos = None
+
     # --- setup, for tests and the demo ---------------------------------------------------
 
     def add_user(self, user_name: str, display_name: str | None = None) -> None:
@@ -273,7 +283,8 @@ class FakeWorkspace:
     # --- lifecycle -------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=1024**2)
+        # 16 MiB: a workspace import of the largest file allowed (10 MB) in base64 JSON.
+        app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024**2)
         add = app.router.add_route
         add("GET", "/", self._index)
         add("GET", "/.well-known/databricks-config", self._host_metadata, name=ROUTE_HOST_METADATA)
@@ -290,6 +301,12 @@ class FakeWorkspace:
         add("POST", "/serving-endpoints/echo", self._echo, name="serving.echo")
         add("GET", "/serving-endpoints/blob", self._blob, name="serving.blob")
         add("POST", "/serving-endpoints/{name}/invocations", self._openai_chat, name="serving.invocations")
+        # The OpenAI Responses API (Codex) lives in its own module; imported here because it imports this one.
+        from . import fake_serving
+
+        fake_serving.add_routes(app, self)
+        self.secrets.add_routes(app)
+        self.files.add_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -345,7 +362,7 @@ class FakeWorkspace:
                     if fault.times <= 0:
                         self._faults.remove(fault)
                 return fault
-        return None
+        return self.chaos.pick(route) if self.chaos is not None else None
 
     async def _apply(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
         if fault.kind == "delay":

@@ -4,15 +4,22 @@
 // connection-state changes through the callbacks it passes in.
 
 import { Terminal } from '/vendor/xterm.mjs';
+import { ClipboardAddon } from '/vendor/addon-clipboard.mjs';
 import { FitAddon } from '/vendor/addon-fit.mjs';
+import { ImageAddon } from '/vendor/addon-image.mjs';
 import { SearchAddon } from '/vendor/addon-search.mjs';
 import { Unicode11Addon } from '/vendor/addon-unicode11.mjs';
 import { WebLinksAddon } from '/vendor/addon-web-links.mjs';
 
 import { api } from './api.js';
 import {
-  binaryInputFrame, inputFrame, parseFrame, pauseFrame, resizeFrame, resumeFrame, sessionSocketUrl,
+  binaryInputFrame, focusFrame, inputFrame, parseFrame, pauseFrame, replyFrame, resizeFrame, resumeFrame,
+  sessionSocketUrl,
 } from './protocol.js';
+import { Renderer, wantsWebgl } from './renderer.js';
+import { freshLine } from './terminal_text.js';
+import { ReplyDetector } from './terminal_replies.js';
+import { fontStack } from './settings.js';
 import { THEMES } from './theme.js';
 
 // Unrendered bytes queued in xterm.js: above HIGH the server is asked to pause, below LOW to
@@ -23,11 +30,6 @@ const FLOW_LOW_WATERMARK = 32 * 1024;
 const RECONNECT_FIRST_DELAY_MS = 500;
 const RECONNECT_MAX_DELAY_MS = 10_000;
 const RESIZE_DEBOUNCE_MS = 80;
-
-const FONT_FAMILY = [
-  'ui-monospace', '"JetBrains Mono"', '"Cascadia Code"', '"SF Mono"', 'Menlo', 'Consolas',
-  '"DejaVu Sans Mono"', '"Liberation Mono"', '"Noto Color Emoji"', 'monospace',
-].join(', ');
 
 // Connection states, shown in the status bar and on the page root for tests.
 export const STATE = Object.freeze({
@@ -41,7 +43,7 @@ export const STATE = Object.freeze({
 });
 
 export class TerminalTab {
-  constructor({ id, label, themeName, host, callbacks }) {
+  constructor({ id, label, settings, gpu, host, callbacks }) {
     this.id = id;
     this.label = label;
     this.callbacks = callbacks;
@@ -58,8 +60,13 @@ export class TerminalTab {
     this.pendingBytes = 0;
     this.flowPaused = false;
     this.held = false;
+    // Output (and end-of-replay marks) that arrived while held, in order.
     this.heldChunks = [];
     this.serverPaused = false;
+    // From attach until xterm.js has parsed the scrollback the server replays: answers to the
+    // queries in it are dropped (the programs that asked are long gone or asked already).
+    this.replaying = false;
+    this.droppedReplies = 0;
 
     // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
     this.inputHandler = null;
@@ -72,11 +79,8 @@ export class TerminalTab {
     this.term = new Terminal({
       allowProposedApi: true,
       cursorBlink: true,
-      fontFamily: FONT_FAMILY,
-      fontSize: 14,
       lineHeight: 1.1,
-      scrollback: 10_000,
-      theme: THEMES[themeName].terminal,
+      ...terminalOptions(settings),
     });
     this.fitAddon = new FitAddon();
     this.search = new SearchAddon();
@@ -85,10 +89,18 @@ export class TerminalTab {
     this.term.loadAddon(new WebLinksAddon());
     this.term.loadAddon(new Unicode11Addon());
     this.term.unicode.activeVersion = '11';
+    this.loadImageAddon();
+    this.loadClipboardAddon();
     this.term.open(this.pane);
-    this.themeName = themeName;
+    this.renderer = new Renderer(this.term, this.pane);
+    this.renderer.use(wantsWebgl(settings.renderer, gpu));
+    this.themeName = settings.theme;
 
-    this.term.onData((data) => this.handleInput(data));
+    this.replies = new ReplyDetector(this.term);
+    this.term.onData((data) => (this.replies.isReply ? this.sendReply(data) : this.handleInput(data)));
+    // Capture phase: runs before xterm.js's own focus handler, whose focus report (ESC[I)
+    // must reach a server that already knows this is where the person is.
+    this.pane.addEventListener('focus', () => this.sendFrame(focusFrame()), true);
     this.term.onBinary((data) => this.sendBinary(data));
     this.term.onResize(() => this.scheduleResizeFrame());
     this.term.onSelectionChange(() => this.copySelection());
@@ -128,8 +140,17 @@ export class TerminalTab {
       if (this.reconnectAttempts > 0) this.callbacks.onReconnected(this);
       this.reconnectAttempts = 0;
       this.serverPaused = false;
+      // The server replays the session's scrollback first: start from a clean screen so a
+      // reconnect shows it once, not appended to what was already on screen.
+      this.replaying = true;
+      this.pane.dataset.replaying = 'true';
+      this.pane.dataset.attachments = String(Number(this.pane.dataset.attachments || 0) + 1);
+      // Queued, so a sign-in prompt on screen stays until the page hands the terminal back.
+      if (this.connectedBefore) this.queueOutput(() => this.term.reset());
+      this.connectedBefore = true;
       this.setState(STATE.CONNECTED);
       socket.send(resizeFrame(this.term.cols, this.term.rows));
+      if (this.pane.contains(document.activeElement)) socket.send(focusFrame());
       this.updateFlow();
     };
     socket.onmessage = (message) => this.handleFrame(message.data);
@@ -184,13 +205,19 @@ export class TerminalTab {
   async replaceSession(notice) {
     const created = await api.createSession({ label: this.label, ...this.size });
     this.id = created.id;
-    this.term.write(`\r\n\x1b[2m${notice}\x1b[0m\r\n`);
+    // Shown after the new session's (empty) replay has reset the screen, on a line of its own.
+    this.pendingNotice = notice;
     this.callbacks.onSessionReplaced(this);
+  }
+
+  // A message from coda_aio itself, never mixed into a line the shell or a prompt started.
+  notice(text, color = '2') {
+    this.term.write(`${freshLine(this.term)}\x1b[${color}m${text}\x1b[0m\r\n`);
   }
 
   fail(err) {
     this.setState(STATE.FAILED, err.message);
-    this.term.write(`\r\n\x1b[31m${err.message}\x1b[0m\r\n`);
+    this.notice(err.message, '31');
   }
 
   // --- frames from the server -----------------------------------------------------------
@@ -213,14 +240,36 @@ export class TerminalTab {
       case 'shutting_down':
         this.setState(STATE.SERVER_RESTARTING);
         break;
+      case 'replay_end':
+        this.queueOutput(() => this.endReplay());
+        break;
       default:
         break;
     }
   }
 
   handleOutput(bytes) {
-    if (this.held) this.heldChunks.push(bytes);
-    else this.writeOutput(bytes);
+    this.queueOutput(bytes);
+  }
+
+  // Bytes, or a function to run once everything before it is on screen; held back in order
+  // while the page owns the terminal.
+  queueOutput(item) {
+    if (this.held) this.heldChunks.push(item);
+    else if (typeof item === 'function') item();
+    else this.writeOutput(item);
+  }
+
+  endReplay() {
+    // The callback runs once xterm.js has parsed every byte written before it.
+    this.term.write('', () => {
+      this.replaying = false;
+      if (this.pendingNotice) {
+        this.notice(this.pendingNotice);
+        this.pendingNotice = '';
+      }
+      this.pane.dataset.replaying = 'false';
+    });
   }
 
   writeOutput(bytes) {
@@ -254,17 +303,15 @@ export class TerminalTab {
     this.held = false;
     const chunks = this.heldChunks;
     this.heldChunks = [];
-    for (const chunk of chunks) this.writeOutput(chunk);
+    for (const chunk of chunks) this.queueOutput(chunk);
     this.updateFlow();
   }
 
   handleExit(code) {
     this.exitCode = code;
     this.setState(STATE.EXITED, `exit code ${code}`);
-    this.term.write(
-      `\r\n\x1b[2m[process exited with code ${code}]\x1b[0m\r\n` +
-        'Press Enter to start a new shell here, or close this tab.\r\n',
-    );
+    this.notice(`[process exited with code ${code}]`);
+    this.term.write('Press Enter to start a new shell here, or close this tab.\r\n');
     this.inputHandler = (data) => {
       if (data.includes('\r')) this.restart();
     };
@@ -299,6 +346,16 @@ export class TerminalTab {
     else this.sendFrame(inputFrame(data));
   }
 
+  // xterm.js's answer to a query it just parsed: only for live output, and the server passes
+  // it on only if this is the session's answering client (the one the person used last).
+  sendReply(data) {
+    if (this.replaying || this.inputHandler) {
+      this.droppedReplies += 1;
+      return;
+    }
+    this.sendFrame(replyFrame(data));
+  }
+
   sendBinary(data) {
     if (this.inputHandler) return;
     const bytes = Uint8Array.from(data, (ch) => ch.charCodeAt(0) & 0xff);
@@ -318,9 +375,32 @@ export class TerminalTab {
 
   // --- look -----------------------------------------------------------------------------
 
-  setTheme(name) {
-    this.themeName = name;
-    this.term.options.theme = THEMES[name].terminal;
+  // Sixel and iTerm2 inline images. The addon would answer DA1 with its own attributes
+  // (advertising sixel); xterm.js's answer is kept, so what the terminal says it is does not
+  // change with an addon (programs that ask before sending sixel fall back to text).
+  loadImageAddon() {
+    const images = new ImageAddon({ sixelSupport: true, iipSupport: true });
+    this.term.loadAddon(images);
+    images._da1 = () => false;
+    this.images = images;
+  }
+
+  // OSC 52: programs (vim, tmux, agent TUIs) may put text on the clipboard. They may not read
+  // it: a read would send the person's clipboard to whatever runs in the shell, so that
+  // request is swallowed here, before the addon sees it (the handler registered last runs first).
+  loadClipboardAddon() {
+    this.term.loadAddon(new ClipboardAddon());
+    this.term.parser.registerOscHandler(52, (data) => data.split(';')[1] === '?');
+  }
+
+  applySettings(settings, gpu) {
+    this.renderer.use(wantsWebgl(settings.renderer, gpu));
+    this.themeName = settings.theme;
+    const options = terminalOptions(settings);
+    // Only what changed: each option set makes xterm.js redo some work (fonts: a re-measure).
+    for (const [key, value] of Object.entries(options)) {
+      if (this.term.options[key] !== value) this.term.options[key] = value;
+    }
   }
 
   show() {
@@ -348,7 +428,20 @@ export class TerminalTab {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.resizeTimer);
     this.closeSocket();
+    this.replies.dispose();
+    this.renderer.dispose();
     this.term.dispose();
     this.pane.remove();
   }
+}
+
+// The xterm.js options that follow the person's settings.
+function terminalOptions(settings) {
+  return {
+    theme: THEMES[settings.theme].terminal,
+    fontFamily: fontStack(settings.fontFamily),
+    fontSize: settings.fontSize,
+    cursorStyle: settings.cursorStyle,
+    scrollback: settings.scrollback,
+  };
 }

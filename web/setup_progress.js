@@ -17,6 +17,8 @@ export class SetupProgress {
     this.panel = byId('setup-panel');
     this.list = byId('setup-steps');
     this.timer = 0;
+    this.workspaceConfigured = true;
+    this.last = null;
     this.item.addEventListener('click', () => {
       this.panel.hidden = !this.panel.hidden;
     });
@@ -35,7 +37,15 @@ export class SetupProgress {
     if (ACTIVE.has(status.status)) this.timer = setTimeout(() => this.refresh(), POLL_MS);
   }
 
+  // Without a workspace the CLIs get installed but nothing connects them to a model.
+  setWorkspaceConfigured(configured) {
+    if (this.workspaceConfigured === configured) return;
+    this.workspaceConfigured = configured;
+    if (this.last) this.render(this.last);
+  }
+
   render(status) {
+    this.last = status;
     const steps = Array.isArray(status && status.steps) ? status.steps : [];
     this.item.hidden = steps.length === 0;
     if (steps.length === 0) {
@@ -48,6 +58,7 @@ export class SetupProgress {
     let text;
     if (failed.length) text = `Agent setup: ${failed.length} failed (${failed.map((s) => s.label).join(', ')})`;
     else if (ACTIVE.has(status.status)) text = `Setting up agents ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…`;
+    else if (!this.workspaceConfigured) text = 'Agents installed, not connected (no workspace)';
     else text = 'Agents ready';
     this.item.textContent = text;
     this.item.dataset.kind = failed.length ? 'bad' : ACTIVE.has(status.status) ? 'muted' : 'good';

@@ -1,31 +1,44 @@
 // The page: tabs of terminal sessions, the sign-in prompt, the status line.
 // Module graph: app -> tab_bar, terminal_tab (-> xterm.js, protocol, api), token_prompt,
-// status_bar, setup_progress, search_bar, theme.
+// status_bar, setup_progress, search_bar, settings_panel (-> settings, theme, renderer),
+// help_panel (-> shortcuts), context_menu.
 
 import { api } from './api.js';
+import { ContextMenu } from './context_menu.js';
+import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
 import { SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
 import { STATE, TerminalTab } from './terminal_tab.js';
-import { applyPageTheme, storedThemeName, storeThemeName } from './theme.js';
+import { hardwareWebgl } from './renderer.js';
+import { loadSettings, storeSettings } from './settings.js';
+import { SettingsPanel } from './settings_panel.js';
+import { THEMES, applyPageTheme } from './theme.js';
 import { promptForToken } from './token_prompt.js';
 
 const HEALTH_REFRESH_MS = 15_000;
 const TICK_MS = 1000;
 const ACTIVE_TAB_KEY = 'coda.activeSession';
+// The user's tab order, as session ids: the server lists sessions in creation order, and
+// after a server restart every tab gets a new session in whatever order they reconnect.
+const TAB_ORDER_KEY = 'coda.tabOrder';
 const FIT_DEBOUNCE_MS = 30;
 
 class App {
   constructor() {
     this.tabs = [];
     this.active = null;
-    this.themeName = storedThemeName();
+    this.settings = loadSettings();
+    this.gpu = hardwareWebgl();
     this.patStatus = null;
     this.health = null;
     this.offline = null;
     this.prompting = false;
     this.fitTimer = 0;
+    // Where the key being pressed went down: a key pressed in a text field or dialog must not
+    // reach a terminal that takes the focus before the key's keypress event.
+    this.keydownTarget = null;
 
     this.terminals = document.getElementById('terminals');
     this.tabBar = new TabBar({
@@ -36,6 +49,20 @@ class App {
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
     this.setup = new SetupProgress();
     this.search = new SearchBar();
+    this.settingsPanel = new SettingsPanel({
+      onChange: (settings) => this.applySettings(settings),
+      onClose: () => this.active?.focus(),
+    });
+    this.helpPanel = new HelpPanel({ onClose: () => this.active?.focus() });
+    this.menu = new ContextMenu({
+      items: [
+        { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.copy(), enabled: () => Boolean(this.active?.term.hasSelection()) },
+        { label: 'Paste', hint: 'Ctrl+Shift+V', run: () => this.pasteFromClipboard() },
+        { label: 'Select all', run: () => this.active?.term.selectAll() },
+        { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.active && this.search.open(this.active) },
+      ],
+      onClose: (refocus) => refocus && this.active?.focus(),
+    });
 
     this.tabCallbacks = {
       onStateChange: (tab) => this.tabChanged(tab),
@@ -47,18 +74,25 @@ class App {
   }
 
   async start() {
-    applyPageTheme(this.themeName);
+    applyPageTheme(this.settings.theme);
     this.renderThemeToggle();
     document.getElementById('new-tab').addEventListener('click', () => this.newTab());
+    document.getElementById('settings-button').addEventListener('click', () => this.openSettings());
+    document.getElementById('help-button').addEventListener('click', () => this.toggleHelp());
     document.getElementById('theme-toggle').addEventListener('click', () => this.toggleTheme());
     window.addEventListener('keydown', (event) => this.pageKey(event), { capture: true });
+    this.terminals.addEventListener('contextmenu', (event) => {
+      if (!this.active) return;
+      event.preventDefault();
+      this.menu.open(event.clientX, event.clientY);
+    });
     new ResizeObserver(() => this.scheduleFit()).observe(this.terminals);
     setInterval(() => this.tick(), TICK_MS);
 
     await this.refreshAccount();
     setInterval(() => this.refreshAccount(), HEALTH_REFRESH_MS);
 
-    const sessions = await this.loadSessions();
+    const sessions = inUserOrder(await this.loadSessions());
     const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
     for (const session of sessions) this.addTab(session.id, session.label || 'Terminal');
     if (this.tabs.length === 0) {
@@ -70,11 +104,12 @@ class App {
     const needsToken = this.needsToken();
     if (needsToken) this.active.hold();
     for (const tab of this.tabs) if (tab.state === STATE.CONNECTING && !tab.socket) tab.connect();
+    // Install progress shows in the status bar while the sign-in prompt waits.
+    this.setup.refresh();
     if (needsToken) {
       const stale = this.health && this.health.token && this.health.token.state === 'invalid';
       await this.signIn(stale ? 'The token stopped working' : '');
     }
-    this.setup.refresh();
   }
 
   // Waits for the server: the page may load while coda_aio is still starting or restarting.
@@ -101,7 +136,7 @@ class App {
   // --- tabs -----------------------------------------------------------------------------
 
   addTab(id, label) {
-    const tab = new TerminalTab({ id, label, themeName: this.themeName, host: this.terminals, callbacks: this.tabCallbacks });
+    const tab = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
     this.tabs.push(tab);
     return tab;
   }
@@ -113,6 +148,7 @@ class App {
 
   async newTab() {
     const label = this.nextLabel();
+    const previous = this.active;
     // The tab is laid out before the session exists, so the shell starts at the right size.
     const tab = this.addTab(null, label);
     this.activate(tab);
@@ -122,6 +158,8 @@ class App {
       tab.id = created.id;
     } catch (err) {
       this.removeTab(tab);
+      // The tab that was there stays visible, active and focused.
+      if (previous && this.tabs.includes(previous)) this.activate(previous);
       this.flashMessage(err.message);
       return null;
     }
@@ -217,6 +255,7 @@ class App {
     this.patStatus = patStatus.status === 'fulfilled' ? patStatus.value : this.patStatus;
     this.health = health.status === 'fulfilled' ? health.value : this.health;
     this.status.showAccount(this.patStatus, this.health);
+    if (this.patStatus) this.setup.setWorkspaceConfigured(Boolean(this.patStatus.workspace_host));
   }
 
   // After a restart the server may have lost the token (or gained one): catch up at once.
@@ -258,9 +297,17 @@ class App {
 
   // Shortcuts the page owns, wherever the focus is; they never reach the shell.
   pageKey(event) {
+    this.keydownTarget = event.target;
     const key = event.key.toLowerCase();
     let action = null;
-    if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.active && this.search.open(this.active);
+    const ctrlOnly = event.ctrlKey && !event.shiftKey && !event.altKey;
+    if (ctrlOnly && key === ',' && !this.helpPanel.isOpen) action = () => (this.settingsPanel.isOpen ? this.settingsPanel.close() : this.openSettings());
+    else if (ctrlOnly && key === '/' && !this.settingsPanel.isOpen) action = () => this.toggleHelp();
+    // An open panel or menu keeps the keys typed in it; only its own shortcut closes it.
+    else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen) return;
+    else if (this.active && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
+      || (event.key === 'F10' && event.shiftKey && !event.ctrlKey && !event.altKey))) action = () => this.openMenuAtCursor();
+    else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.active && this.search.open(this.active);
     else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 't') action = () => this.newTab();
     else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowRight') action = () => this.selectRelative(1);
     else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowLeft') action = () => this.selectRelative(-1);
@@ -270,13 +317,38 @@ class App {
     action();
   }
 
+  // The menu from the keyboard: at the terminal's cursor.
+  openMenuAtCursor() {
+    const cursor = this.active.pane.querySelector('.xterm-helper-textarea');
+    const box = (cursor || this.active.pane).getBoundingClientRect();
+    this.menu.open(box.left, box.bottom);
+  }
+
+  copy() {
+    const text = this.active?.term.getSelection();
+    if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+  }
+
+  // Chosen by the person (menu), so the clipboard's text goes to the shell as a paste would.
+  async pasteFromClipboard() {
+    const tab = this.active;
+    try {
+      const text = await navigator.clipboard.readText();
+      if (text && tab) tab.paste(text);
+    } catch (err) {
+      this.flashMessage(`Paste needs clipboard access (or use Ctrl+Shift+V): ${err.message}`);
+    }
+  }
+
   // Keys xterm.js must leave to the browser: copy and paste with Ctrl+Shift.
   terminalKey(event, tab) {
+    // The keypress of a key that went down elsewhere (Enter in the rename field, which then
+    // hands the focus back to the terminal) belongs to that field, not to the shell.
+    if (event.type === 'keypress' && this.keydownTarget !== tab.term.textarea) return false;
     if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey) return true;
     const key = event.key.toLowerCase();
     if (key === 'c') {
-      const text = tab.term.getSelection();
-      if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+      this.copy();
       event.preventDefault();
       return false;
     }
@@ -286,20 +358,38 @@ class App {
 
   // --- rendering ------------------------------------------------------------------------
 
+  openSettings() {
+    this.settingsPanel.open(this.settings);
+  }
+
+  toggleHelp() {
+    if (this.helpPanel.isOpen) this.helpPanel.close();
+    else this.helpPanel.open();
+  }
+
+  // One click between a dark and a light background: the panel has the other six themes.
   toggleTheme() {
-    this.themeName = this.themeName === 'dark' ? 'light' : 'dark';
-    storeThemeName(this.themeName);
-    applyPageTheme(this.themeName);
-    for (const tab of this.tabs) tab.setTheme(this.themeName);
-    this.renderThemeToggle();
+    const light = THEMES[this.settings.theme].kind === 'light';
+    this.applySettings({ ...this.settings, theme: light ? 'dark' : 'light' });
     this.active?.focus();
   }
 
   renderThemeToggle() {
     const button = document.getElementById('theme-toggle');
-    const other = this.themeName === 'dark' ? 'light' : 'dark';
-    button.textContent = this.themeName === 'dark' ? '☀' : '☾';
-    button.title = `Switch to the ${other} theme`;
+    const toLight = THEMES[this.settings.theme].kind === 'dark';
+    button.textContent = toLight ? '☀' : '☾';
+    button.title = `Switch to the ${toLight ? 'light' : 'dark'} theme`;
+    button.setAttribute('aria-label', button.title);
+  }
+
+  applySettings(settings) {
+    this.settings = settings;
+    storeSettings(settings);
+    applyPageTheme(settings.theme);
+    this.renderThemeToggle();
+    for (const tab of this.tabs) tab.applySettings(settings, this.gpu);
+    // A new font or size changes the cell size, and with it how many rows and columns fit.
+    this.fitAll();
   }
 
   tabChanged(tab) {
@@ -310,6 +400,8 @@ class App {
   render() {
     this.tabBar.render(this.tabs, this.active);
     this.renderStatus();
+    const order = this.tabs.map((t) => t.id).filter(Boolean);
+    if (order.length) localStorage.setItem(TAB_ORDER_KEY, JSON.stringify(order));
   }
 
   renderStatus() {
@@ -341,6 +433,19 @@ class App {
       el.hidden = true;
     }, 6000);
   }
+}
+
+// Sessions in the order the user last saw their tabs; sessions not seen yet go last.
+function inUserOrder(sessions) {
+  let order = [];
+  try {
+    order = JSON.parse(localStorage.getItem(TAB_ORDER_KEY) || '[]');
+  } catch {
+    order = [];
+  }
+  const rank = new Map(order.map((id, index) => [id, index]));
+  const position = (s) => (rank.has(s.id) ? rank.get(s.id) : order.length);
+  return [...sessions].sort((a, b) => position(a) - position(b));
 }
 
 new App().start().catch((err) => {

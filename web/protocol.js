@@ -1,7 +1,9 @@
 // The terminal WebSocket protocol (design.md): binary frames, first byte is the frame type.
 
 export const FROM_SERVER = Object.freeze({ OUTPUT: 0x30, EVENT: 0x31 });
-export const TO_SERVER = Object.freeze({ INPUT: 0x30, RESIZE: 0x31, PAUSE: 0x32, RESUME: 0x33 });
+// REPLY carries xterm.js's answer to a terminal query (the server passes on only the answers
+// of the session's answering client); FOCUS says the person is at this client now.
+export const TO_SERVER = Object.freeze({ INPUT: 0x30, RESIZE: 0x31, PAUSE: 0x32, RESUME: 0x33, REPLY: 0x34, FOCUS: 0x35 });
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -16,6 +18,8 @@ function frame(type, payload = new Uint8Array(0)) {
 export const inputFrame = (text) => frame(TO_SERVER.INPUT, encoder.encode(text));
 export const binaryInputFrame = (bytes) => frame(TO_SERVER.INPUT, bytes);
 export const resizeFrame = (cols, rows) => frame(TO_SERVER.RESIZE, encoder.encode(JSON.stringify({ cols, rows })));
+export const replyFrame = (text) => frame(TO_SERVER.REPLY, encoder.encode(text));
+export const focusFrame = () => frame(TO_SERVER.FOCUS);
 export const pauseFrame = () => frame(TO_SERVER.PAUSE);
 export const resumeFrame = () => frame(TO_SERVER.RESUME);
 

@@ -104,8 +104,15 @@ export class TabBar {
     input.addEventListener('keydown', (event) => {
       // The page's shortcuts and the terminal must not see keys typed into the name.
       event.stopPropagation();
-      if (event.key === 'Enter') finish(true);
-      else if (event.key === 'Escape') finish(false);
+      // preventDefault: no keypress follows, so the Enter can't land in the terminal that
+      // takes the focus back.
+      if (event.key === 'Enter') {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === 'Escape') {
+        event.preventDefault();
+        finish(false);
+      }
     });
     input.addEventListener('input', () => {
       input.size = Math.max(6, input.value.length);

@@ -58,7 +58,9 @@ export class StatusBar {
     this.signIn.hidden = true;
     this.account.title = workspaceHost || '';
     if (!workspaceHost) {
-      this.account.textContent = 'No workspace configured';
+      this.account.textContent = 'No workspace: set DATABRICKS_HOST';
+      this.account.title = 'Restart coda_aio with DATABRICKS_HOST=https://<your workspace> to sign in and ' +
+        'connect the agents (or with --demo-workspace to try it without one). The terminal works meanwhile.';
       this.account.dataset.kind = 'muted';
     } else if (patStatus.valid && tokenState !== 'invalid') {
       this.account.textContent = patStatus.user ? `Signed in as ${patStatus.user}` : 'Signed in';

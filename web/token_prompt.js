@@ -2,6 +2,7 @@
 // page, never into the PTY, so it can't end up in bash, its history, or the scrollback.
 
 import { api } from './api.js';
+import { freshLine, lineBeforeCursor, wrapText } from './terminal_text.js';
 
 const BOLD = '\x1b[1m';
 const DIM = '\x1b[2m';
@@ -15,7 +16,7 @@ const PROMPT = `${BOLD}Token:${RESET} `;
 
 // The agent CLI installs, as they stand at sign-in: printed here, before the shell owns the
 // screen; their live progress is in the status bar, where it cannot garble a typed line.
-async function setupSummary() {
+async function setupSummary(width) {
   let status;
   try {
     status = await api.setupStatus();
@@ -24,7 +25,7 @@ async function setupSummary() {
   }
   const steps = Array.isArray(status && status.steps) ? status.steps : [];
   const line = (step) => {
-    if (step.status === 'failed') return `${RED}✗ ${step.label}: ${crlf(step.error || 'failed')}${RESET}`;
+    if (step.status === 'failed') return `${RED}${wrapText(`✗ ${step.label}: ${step.error || 'failed'}`, width)}${RESET}`;
     if (step.status === 'done' || step.status === 'skipped') return `${GREEN}✓${RESET} ${step.label}`;
     return `${YELLOW}…${RESET} ${step.label} ${DIM}(in progress: see the status bar)${RESET}`;
   };
@@ -36,36 +37,36 @@ async function setupSummary() {
 const BRACKETED_PASTE = /\x1b\[20[01]~/g;
 const ESCAPE_SEQUENCE = /\x1b(?:\[[0-9;?]*[ -/]*[@-~]|O.|.)?/g;
 
-const crlf = (text) => String(text).replace(/\r?\n/g, '\r\n');
-
 function introduction(term, { workspaceHost, tokenPageUrl, reason }) {
-  const buffer = term.buffer.active;
-  const atTop = buffer.baseY === 0 && buffer.cursorY === 0 && buffer.cursorX === 0;
-  // Start on a fresh line unless the terminal is still empty.
-  const lines = atTop ? [] : [''];
+  const lines = [];
   if (reason) lines.push(`${YELLOW}${BOLD}${reason}.${RESET} Paste a new token to continue.`);
   lines.push(`${BOLD}Sign in to ${workspaceHost}${RESET}`);
   if (!reason) {
     lines.push(
-      'coda_aio needs a Databricks personal access token once. It exchanges it for',
-      'short-lived tokens of its own and rotates them every 10 minutes; your agents',
+      'coda_aio needs a Databricks personal access token once. It exchanges it for ' +
+      'short-lived tokens of its own and rotates them every 10 minutes; your agents ' +
       'never see a token (they reach the workspace through a local proxy).',
     );
   }
   if (tokenPageUrl) lines.push(`Create one here: ${CYAN}${tokenPageUrl}${RESET}`);
   lines.push(`${DIM}Paste it and press Enter. Ctrl+C skips this for now.${RESET}`, '');
-  return lines.join('\r\n');
+  return freshLine(term) + lines.map((line) => wrapText(line, term.cols)).join('\r\n');
 }
 
 // Shows the prompt in `tab` and resolves with the sign-in result, or null when skipped.
 export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
   const term = tab.term;
+  const say = (text) => wrapText(text, term.cols);
+  // The shell's prompt line as it was, put back below the sign-in text when it is done, so
+  // the shell is visibly ready (nothing is sent to the shell to make it redraw).
+  const shellLine = term.buffer.active.type === 'normal' ? lineBeforeCursor(term) : '';
   return new Promise((resolve) => {
     let typed = '';
     let busy = false;
 
     const finish = (result) => {
       tab.inputHandler = null;
+      term.write(freshLine(term) + shellLine);
       resolve(result);
     };
 
@@ -80,13 +81,13 @@ export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
       term.write('\r\nValidating token...\r\n');
       try {
         const result = await api.configurePat(token);
-        term.write(`${GREEN}Signed in as ${result.user}${RESET}\r\n`);
-        if (result.message) term.write(`${DIM}${crlf(result.message)}${RESET}\r\n`);
-        term.write(await setupSummary());
+        term.write(`${GREEN}${say(`Signed in as ${result.user}`)}${RESET}\r\n`);
+        if (result.message) term.write(`${DIM}${say(result.message)}${RESET}\r\n`);
+        term.write(await setupSummary(term.cols));
         term.write('\r\n');
         finish(result);
       } catch (err) {
-        term.write(`${RED}${crlf(err.message)}${RESET}\r\n${PROMPT}`);
+        term.write(`${RED}${say(err.message)}${RESET}\r\n${PROMPT}`);
         typed = '';
         busy = false;
       }
@@ -100,8 +101,8 @@ export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
         if (ch === '\r' || ch === '\n') {
           submit();
         } else if (ch === '\x03') {
-          term.write(`^C\r\n${DIM}Skipped. Agents can't reach the workspace until you sign in;` +
-            ` use "Sign in" in the status bar when you are ready.${RESET}\r\n\r\n`);
+          term.write(`^C\r\n${DIM}${say('Skipped. Agents can\'t reach the workspace until you sign in; ' +
+            'use "Sign in" in the status bar when you are ready.')}${RESET}\r\n\r\n`);
           finish(null);
           return;
         } else if (ch === '\x7f' || ch === '\b') {

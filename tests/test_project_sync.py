@@ -1,0 +1,304 @@
+"""Projects survive a redeploy (issue 13, part 2): every repository under ~/projects is
+mirrored to the workspace after each commit and restored, with its history, at boot."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coda_aio.app_keys import OWNER, PROJECT_SYNC, ROTATOR, TOKENS
+from coda_aio.project_sync.manifest import Layout, Manifest
+from coda_aio.project_sync.syncer import ProjectSync, refs_signature
+from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
+from coda_aio.token_store import TokenInfo, TokenStore
+from coda_aio.workspace import Workspace
+from conftest import USER, eventually, serving
+from terminal_client import open_terminal, run_command
+
+OWNER_EMAIL = "owner.person@example.com"
+CLIENT_ID = "9a0c1d2e-1111-2222-3333-444455556666"
+CLIENT_SECRET = "dose-sync-0123456789abcdef0123456789"
+AS_OWNER = {"X-Forwarded-Email": OWNER_EMAIL}
+FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace_timeout=2.0,
+            sync_poll_interval=0.1)
+
+
+@pytest.fixture(autouse=True)
+def git_identity(monkeypatch):
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Ada")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", USER)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def make_project(root: Path, name: str = "demo") -> Path:
+    """A repository with history, a branch, a tag, ignored, untracked, modified and executable files."""
+    repo = root / name
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    (repo / ".gitignore").write_text("build/\n*.log\n")
+    (repo / "src").mkdir()
+    (repo / "src" / "app.py").write_text("print('v1')\n")
+    (repo / "notebook.py").write_bytes(b"# Databricks notebook source\nprint(1)\n")  # AUTO would mangle it
+    (repo / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "data.bin").write_bytes(bytes(range(256)) * 40)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "tag", "v1")
+    git(repo, "branch", "feature")
+    (repo / "src" / "app.py").write_text("print('v2')\n")
+    git(repo, "commit", "-q", "-am", "second")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.o").write_bytes(b"ignored")
+    (repo / "debug.log").write_text("ignored too")
+    (repo / "notes.txt").write_text("untracked, not ignored\n")
+    (repo / "src" / "app.py").write_text("print('v3, uncommitted')\n")
+    return repo
+
+
+def snapshot(repo: Path) -> dict[str, tuple[bytes, bool]]:
+    """Every file of the working tree outside .git and the ignored ones: bytes and exec bit."""
+    listed = git(repo, "ls-files", "-z", "-co", "--exclude-standard").split("\0")
+    out = {}
+    for rel in filter(None, listed):
+        path = repo / rel
+        if path.is_file():
+            out[rel] = (path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR))
+    return out
+
+
+def history(repo: Path) -> tuple[str, str, str, str]:
+    return (git(repo, "for-each-ref", "--format=%(objectname) %(refname)"), git(repo, "symbolic-ref", "HEAD"),
+            git(repo, "log", "--all", "--format=%H %s"), git(repo, "status", "--porcelain"))
+
+
+# --- the fake's workspace files API -----------------------------------------------------------
+
+
+async def call(http, fake, method, path, token, **kw):
+    async with http.request(method, fake.url + path, headers={"Authorization": f"Bearer {token}"}, **kw) as r:
+        return r.status, await r.json()
+
+
+async def test_fake_workspace_files_api(fake, http):
+    token = fake.issue_pat(USER)
+    base = f"/Workspace/Users/{USER}/t"
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    status, body = await call(http, fake, "POST", "/api/2.0/workspace/import", token,
+                              json={"path": f"{base}/a.txt", "format": "RAW", "content": b64(b"x")})
+    assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST"  # no parent folder
+    assert (await call(http, fake, "POST", "/api/2.0/workspace/mkdirs", token, json={"path": f"{base}/d"}))[0] == 200
+    imp = {"path": f"{base}/d/a.txt", "format": "RAW", "content": b64(b"\x00raw")}
+    assert (await call(http, fake, "POST", "/api/2.0/workspace/import", token, json=imp))[0] == 200
+    status, body = await call(http, fake, "POST", "/api/2.0/workspace/import", token, json=imp)
+    assert status == 400 and body["error_code"] == "RESOURCE_ALREADY_EXISTS"  # overwrite not set
+    # AUTO turns a notebook-source .py into a notebook without its extension; RAW keeps it.
+    nb = b"# Databricks notebook source\n1\n"
+    await call(http, fake, "POST", "/api/2.0/workspace/import", token,
+               json={"path": f"{base}/d/nb.py", "format": "AUTO", "content": b64(nb)})
+    status, body = await call(http, fake, "GET", "/api/2.0/workspace/get-status", token, params={"path": f"{base}/d/nb"})
+    assert status == 200 and body["object_type"] == "NOTEBOOK" and body["language"] == "PYTHON"
+    await call(http, fake, "POST", "/api/2.0/workspace/import", token,
+               json={"path": f"{base}/d/raw.py", "format": "RAW", "content": b64(nb)})
+    status, body = await call(http, fake, "GET", "/api/2.0/workspace/export", token,
+                              params={"path": f"{base}/d/raw.py", "format": "RAW"})
+    assert status == 200 and base64.b64decode(body["content"]) == nb
+    # The real size limit: 10 MB per import.
+    status, body = await call(http, fake, "POST", "/api/2.0/workspace/import", token,
+                              json={"path": f"{base}/d/big", "format": "RAW", "content": b64(b"x" * (10 * 2**20 + 1)),
+                                    "overwrite": True})
+    assert status == 400 and body["error_code"] == "MAX_NOTEBOOK_SIZE_EXCEEDED"
+    status, body = await call(http, fake, "GET", "/api/2.0/workspace/list", token, params={"path": f"{base}/d"})
+    assert sorted(o["path"].rsplit("/", 1)[1] for o in body["objects"]) == ["a.txt", "nb", "raw.py"]
+    status, body = await call(http, fake, "POST", "/api/2.0/workspace/delete", token, json={"path": f"{base}/d"})
+    assert status == 400 and body["error_code"] == "DIRECTORY_NOT_EMPTY"
+    assert (await call(http, fake, "POST", "/api/2.0/workspace/delete", token,
+                       json={"path": f"{base}/d", "recursive": True}))[0] == 200
+    assert (await call(http, fake, "GET", "/api/2.0/workspace/list", token, params={"path": f"{base}/d"}))[0] == 404
+    assert (await call(http, fake, "GET", "/api/2.0/workspace/list", token,
+                       params={"path": f"{USER}/no-slash"}))[0] == 400
+
+
+# --- syncing one project -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def syncer(make_settings, fake, http):
+    settings = make_settings(host=fake.url, sync_projects=True, sync_max_file_bytes=64 * 1024, **FAST)
+    tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
+    await tokens.set(fake.issue_pat(USER), TokenInfo(user=USER))
+    sync = ProjectSync(settings, tokens)
+    sync.attach(Workspace(settings.host, http, timeout=5.0))
+    return sync
+
+
+async def test_sync_sends_only_what_changed_and_respects_gitignore(syncer, fake, home, caplog):
+    repo = make_project(home / "projects")
+    (repo / "huge.bin").write_bytes(b"\x01" * (64 * 1024 + 1))  # over the (test) size limit
+    status = await syncer.sync_project("demo", repo)
+    layout = Layout(USER)
+    mirrored = fake.files.files_under(layout.tree("demo"))
+    expected = {rel: data for rel, (data, _) in snapshot(repo).items() if rel != "huge.bin"}
+    assert mirrored == expected  # byte for byte, notebook header included; nothing ignored
+    assert "build/out.o" not in mirrored and "debug.log" not in mirrored
+    assert status.skipped == ["huge.bin"] and "huge.bin" in caplog.text
+    manifest = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
+    assert manifest.files["run.sh"].executable and not manifest.files["notes.txt"].executable
+    assert len(manifest.bundles) == 1
+
+    # One more commit changing one file: one upload for it, one bundle part, the manifest.
+    imports = fake.calls["workspace.import_object"]
+    (repo / "src" / "app.py").write_text("print('v4')\n")
+    git(repo, "commit", "-q", "-am", "third")
+    status = await syncer.sync_project("demo", repo)
+    assert status.uploaded == 1 and status.deleted == 0
+    assert fake.calls["workspace.import_object"] - imports == 3
+    manifest = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
+    assert [b.name for b in manifest.bundles] == ["bundle-1", "bundle-2"]  # incremental history
+
+    # A deleted file is deleted in the workspace too.
+    (repo / "notes.txt").unlink()
+    git(repo, "commit", "-q", "--allow-empty", "-m", "fourth")
+    status = await syncer.sync_project("demo", repo)
+    assert status.deleted == 1 and "notes.txt" not in fake.files.files_under(layout.tree("demo"))
+
+
+# --- the whole app: commit, redeploy, everything back ------------------------------------------------
+
+
+@pytest.fixture
+def app_fake(fake):
+    fake.add_user(OWNER_EMAIL)
+    fake.add_service_principal(CLIENT_ID, CLIENT_SECRET)
+    fake.add_app("coda", creator=OWNER_EMAIL, service_principal_client_id=CLIENT_ID)
+    fake.secrets.create_scope("coda", OWNER_EMAIL)
+    fake.secrets.grant("coda", CLIENT_ID, "WRITE")
+    return fake
+
+
+@pytest.fixture
+def app_settings(make_settings, app_fake):
+    def make(**changes):
+        # sync_projects left unset: on by default in App mode with a workspace.
+        return make_settings(host=app_fake.url, app_name="coda", client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                             profile="DEFAULT", secret_scope="coda", **(FAST | changes))
+
+    return make
+
+
+async def paste(http, url, token) -> None:
+    async with http.post(f"{url}/api/configure-pat", json={"token": token}, headers=AS_OWNER) as r:
+        assert r.status == 200, await r.text()
+
+
+def synced(app, name: str, repo: Path) -> bool:
+    project = app[PROJECT_SYNC].projects.get(name)
+    return project is not None and project.state == "synced" and \
+        app[PROJECT_SYNC]._signatures.get(name) == refs_signature(repo)
+
+
+async def test_redeploy_brings_back_token_and_projects_byte_for_byte(app_settings, app_fake, http, home, tmp_path):
+    async with serving(app_settings()) as (url, app):
+        await eventually(lambda: app[OWNER].status == "ok", timeout=20)
+        await paste(http, url, app_fake.issue_pat(OWNER_EMAIL))
+        repo = make_project(home / "projects")
+        other = make_project(home / "projects", "second")
+        # A commit made in a terminal is picked up by the watcher: no hook in the repository.
+        sid = await open_terminal(http, url, headers=AS_OWNER)
+        await run_command(http, url, sid, "cd ~/projects/demo && echo more >> notes.txt && git add notes.txt && "
+                                          "git commit -q -m from-the-terminal", headers=AS_OWNER)
+        await eventually(lambda: synced(app, "demo", repo) and synced(app, "second", other), timeout=30)
+        assert not (repo / ".git" / "hooks" / "post-commit").exists() and "hookspath" not in git(repo, "config", "-l")
+        before = {name: (snapshot(p), history(p)) for name, p in (("demo", repo), ("second", other))}
+
+    redeployed = tmp_path / "redeployed"
+    redeployed.mkdir()
+    async with serving(app_settings(home=redeployed)) as (url, app):
+        await eventually(lambda: app[OWNER].status == "ok", timeout=20)
+        await eventually(lambda: app[TOKENS].state == "valid", timeout=20)  # no paste
+        await eventually(lambda: app[PROJECT_SYNC].restored.is_set(), timeout=30)
+        async with http.get(f"{url}/api/project-sync", headers=AS_OWNER) as r:
+            details = await r.json()
+        assert [(s["label"], s["status"]) for s in details["steps"]] == [
+            ("Restore project demo", "done"), ("Restore project second", "done")]
+        for name in ("demo", "second"):
+            restored = redeployed / "projects" / name
+            assert snapshot(restored) == before[name][0]
+            assert history(restored) == before[name][1]
+        # The restored repository keeps working and keeps syncing.
+        restored = redeployed / "projects" / "demo"
+        (restored / "new.txt").write_text("after the redeploy\n")
+        git(restored, "add", "new.txt")
+        git(restored, "commit", "-q", "-m", "after")
+        await eventually(lambda: synced(app, "demo", restored), timeout=30)
+        assert app_fake.files.read(Layout(OWNER_EMAIL).tree("demo", "new.txt")) == b"after the redeploy\n"
+        sid = await open_terminal(http, url, headers=AS_OWNER)
+        out = await run_command(http, url, sid, "cd ~/projects/demo && git log --format=%s | head -2", headers=AS_OWNER)
+        assert "after" in out and "from-the-terminal" in out
+
+
+async def test_a_failing_workspace_api_never_stops_rotation_or_the_terminal(app_settings, app_fake, http, home):
+    app_fake.fail("workspace", 500, times=None)
+    async with serving(app_settings()) as (url, app):
+        await eventually(lambda: app[OWNER].status == "ok", timeout=20)
+        await paste(http, url, app_fake.issue_pat(OWNER_EMAIL))
+        repo = make_project(home / "projects")
+        sid = await open_terminal(http, url, headers=AS_OWNER)
+        await eventually(lambda: app[PROJECT_SYNC].last_error is not None, timeout=20)
+        before = app[ROTATOR].rotations
+        await eventually(lambda: app[ROTATOR].rotations >= before + 2, timeout=15)
+        assert "alive" in await run_command(http, url, sid, "echo alive", headers=AS_OWNER)
+        async with http.get(f"{url}/health", headers=AS_OWNER) as r:
+            body = await r.json()
+        assert body["token"]["state"] == "valid" and body["project_sync"]["error"]
+        # Hung calls neither.
+        app_fake.clear_faults()
+        app_fake.hang("workspace", times=None)
+        before = app[ROTATOR].rotations
+        await eventually(lambda: app[ROTATOR].rotations >= before + 2, timeout=15)
+        assert "alive" in await run_command(http, url, sid, "echo alive", headers=AS_OWNER)
+        app_fake.clear_faults()
+        app[PROJECT_SYNC].wake()
+        await eventually(lambda: synced(app, "demo", repo), timeout=150)
+
+
+async def test_a_failed_restore_is_retried_and_never_writes_outside_the_project(syncer, fake, home, tmp_path):
+    repo = make_project(home / "projects")
+    await syncer.sync_project("demo", repo)
+    layout = Layout(USER)
+    # A second project whose manifest points outside it: refused, nothing written.
+    evil = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
+    evil.files = {"../../escaped.txt": next(iter(evil.files.values()))}
+    evil.bundles, evil.refs, evil.head = [], {}, "ref: refs/heads/main"
+    fake.files.objects[normalize(layout.meta("evil"))] = WorkspaceObject("DIRECTORY", 1, 0, 0)
+    fake.files.objects[normalize(layout.manifest("evil"))] = WorkspaceObject("FILE", 2, 0, 0, evil.to_bytes())
+    redeployed = tmp_path / "redeployed"
+    (redeployed / "projects").mkdir(parents=True)
+    settings = syncer._settings.with_changes(home=redeployed)
+    restorer = ProjectSync(settings, syncer._tokens)
+    restorer.attach(syncer._workspace)
+    fake.fail("workspace.export", 500, times=1)  # the first manifest download fails
+    await restorer.start()
+    try:
+        def steps() -> dict:
+            return {s["id"]: s for s in restorer.details()["steps"]}
+
+        # The first pass fails on demo (the injected 500); the retry restores it.
+        await eventually(lambda: steps().get("restore-demo", {}).get("status") == "done"
+                         and steps()["restore-evil"]["status"] == "failed", timeout=30)
+        assert snapshot(redeployed / "projects" / "demo") == snapshot(repo)
+        steps = steps()
+        assert steps["restore-evil"]["status"] == "failed" and "outside" in steps["restore-evil"]["error"]
+    finally:
+        await restorer.stop()
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (redeployed / "projects" / "evil").exists()
+    assert not (redeployed / "projects" / ".coda-restore-evil").exists()

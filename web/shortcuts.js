@@ -1,0 +1,19 @@
+// Every keyboard and mouse shortcut, in one list: the help panel shows it and the README's
+// "Keyboard shortcuts" section repeats it (tests/test_browser_workspace.py checks they agree).
+// The keys themselves are handled where they act (app.js pageKey/terminalKey, the find bar,
+// the tab bar, the panels).
+
+export const SHORTCUTS = [
+  ['Ctrl+/', 'Show or hide this list of shortcuts (Ctrl+_ still sends undo to the shell)'],
+  ['Ctrl+,', 'Open or close the settings'],
+  ['Alt+Shift+T', 'New terminal tab'],
+  ['Alt+Shift+→ / Alt+Shift+←', 'Next / previous tab'],
+  ['Ctrl+Shift+F', 'Find in the terminal'],
+  ['Enter / Shift+Enter', 'In the find bar: next / previous match'],
+  ['Esc', 'Close the find bar, a panel or a menu'],
+  ['Ctrl+Shift+C', 'Copy the selection (selecting text also copies it)'],
+  ['Ctrl+Shift+V', 'Paste'],
+  ['Shift+F10 / right-click', 'Terminal menu: copy, paste, select all, find'],
+  ['Double-click a tab', 'Rename it (Enter keeps the name, Esc cancels)'],
+  ['Middle-click a tab', 'Close it'],
+];
