@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench_terminal import WEB_AUTH, Term, open_term, pct  # noqa: E402
+from bench_terminal import WEB_AUTH, open_term, pct, ws_echo  # noqa: E402
 
 from coda_aio.setup_steps import AGENT_PACKAGES, low_priority  # noqa: E402
 
@@ -100,26 +100,6 @@ async def stop_load(processes: list[asyncio.subprocess.Process]) -> list[int | N
     return codes
 
 
-async def typing_echo(term: Term, count: int, gap: float) -> list[float]:
-    """Echo time of ``count`` keystrokes typed ``gap`` seconds apart, as a person types
-    (back-to-back keystrokes would keep the server hot and hide scheduling delays)."""
-    await term.type(b"stty -icanon -echo min 1; printf '#%s#' CAT; cat; stty sane\r")
-    await term.read_until(b"#CAT#")
-    samples = []
-    for _ in range(count):
-        await asyncio.sleep(gap)
-        start = time.perf_counter()
-        await term.type(b"a")
-        await term.read_bytes(1)
-        samples.append(time.perf_counter() - start)
-    await term.type(b"\x03")
-    # The interrupt flushes pending input: type the next line only once it is done.
-    await asyncio.sleep(0.3)
-    await term.type(b"printf '#%s#' DONE\r")
-    await term.read_until(b"#DONE#")
-    return samples
-
-
 def progress(message: str) -> None:
     print(f"  ... {message}", file=sys.stderr, flush=True)
 
@@ -147,7 +127,7 @@ async def main(args) -> None:
                     # Let the load reach its steady state before measuring.
                     await asyncio.sleep(args.warmup)
                     started = time.monotonic()
-                    samples[condition] += await typing_echo(term, args.keystrokes, args.gap)
+                    samples[condition] += await ws_echo(term, args.keystrokes, args.gap)
                     elapsed = time.monotonic() - started
                     codes = await stop_load(load)
                     # A load that finished before the measurement did not load all of it.

@@ -205,11 +205,15 @@ def raw_pty_yes(seconds: float) -> float:
     return total / elapsed / 1e6
 
 
-async def ws_echo(term: Term, count: int) -> list[float]:
+async def ws_echo(term: Term, count: int, gap: float = 0.0) -> list[float]:
+    """Round trips of single keystrokes through ``cat``; ``gap`` seconds between them spaces
+    them like typing (back-to-back keystrokes keep the server hot and hide scheduling delays)."""
     await term.type(b"stty -icanon -echo min 1; printf '#%s#' CAT; cat; stty sane\r")
     await term.read_until(b"#CAT#")
     samples = []
     for _ in range(count):
+        if gap:
+            await asyncio.sleep(gap)
         start = time.perf_counter()
         await term.type(b"a")
         await term.read_bytes(1)

@@ -67,9 +67,12 @@ def printed_url(url: str) -> str:
     return f"{url}/?token={WEB_KEY}"
 
 
-async def open_terminal_page(browser: Browser, url: str, problems: PageProblems) -> Page:
+async def open_terminal_page(browser: Browser, url: str, problems: PageProblems, *init_scripts: str) -> Page:
+    """A fresh context on the printed URL, waiting for the shell; ``init_scripts`` run first in
+    every document, after the CSP recorder."""
     context = await browser.new_context(viewport={"width": 1100, "height": 640})
-    await context.add_init_script(CSP_RECORDER)
+    for script in (CSP_RECORDER, *init_scripts):
+        await context.add_init_script(script)
     page = await context.new_page()
     problems.watch(page)
     await page.goto(printed_url(url))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from yarl import URL
 
@@ -52,6 +54,20 @@ def make_settings(home: Path):
         return base.with_changes(**changes)
 
     return make
+
+
+def processes() -> Iterator[tuple[int, str, list[bytes]]]:
+    """Every process as (pid, command name, the /proc/PID/stat fields after the name), read
+    from /proc independently of the code under test; a process that ends meanwhile is skipped."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+        yield int(name), comm, stat[stat.rindex(b")") + 2 :].split()
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -111,3 +127,23 @@ async def serve():
     """``await serve(settings)`` -> (url, app), cleaned up after the test."""
     async with contextlib.AsyncExitStack() as stack:
         yield lambda settings: stack.enter_async_context(serving(settings))
+
+
+# --- browser tests ------------------------------------------------------------------------
+# A browser test module runs on one event loop (pytestmark loop_scope="module") and shares one
+# Chromium; browser_util is imported here lazily because it imports this module.
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser():
+    from browser_util import chromium
+
+    async with chromium() as browser:
+        yield browser
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def app_url(make_settings):
+    """The full app on a loopback port for one test; its base URL."""
+    async with serving(make_settings()) as (url, _app):
+        yield url

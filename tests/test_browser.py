@@ -15,11 +15,9 @@ from aiohttp import web
 from browser_util import (
     ACTIVE_ROWS,
     PageProblems,
-    chromium,
     csp_violations,
     open_terminal_page,
     run_in_terminal,
-    serve,
     terminal_lines,
     wait_for_line,
     wait_for_state,
@@ -28,18 +26,6 @@ from coda_aio import web_routes
 from conftest import web_session
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser():
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def app_url(make_settings):
-    async with serve(make_settings()) as url:
-        yield url
 
 
 async def sessions(url: str) -> list[dict]:

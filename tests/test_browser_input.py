@@ -21,7 +21,6 @@ from playwright.async_api import Page
 from browser_util import (
     ACTIVE_ROWS,
     PageProblems,
-    chromium,
     open_terminal_page,
     printed_url,
     run_in_terminal,
@@ -40,12 +39,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 QUERIES = Path(__file__).with_name("terminal_queries.py")
 SENTINEL = "Z"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser():
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")

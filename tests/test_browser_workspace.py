@@ -18,20 +18,15 @@ import zlib
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from playwright.async_api import Page
 
 from browser_util import (
     ACTIVE_ROWS,
-    CSP_RECORDER,
     PageProblems,
-    chromium,
     csp_violations,
     open_terminal_page,
-    printed_url,
     run_in_terminal,
-    serve,
     wait_for_line,
     wait_for_state,
 )
@@ -43,18 +38,6 @@ in_browser = pytest.mark.asyncio(loop_scope="module")
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "web"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser():
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def app_url(make_settings):
-    async with serve(make_settings()) as url:
-        yield url
 
 
 # --- where the front end lives --------------------------------------------------------
@@ -292,17 +275,6 @@ async def test_osc52_copies_to_the_clipboard_but_never_reads_it(browser, app_url
     await page.context.close()
 
 
-async def open_page_with(browser, url: str, problems: PageProblems, *init_scripts: str) -> Page:
-    context = await browser.new_context(viewport={"width": 1100, "height": 640})
-    for script in (CSP_RECORDER, *init_scripts):
-        await context.add_init_script(script)
-    page = await context.new_page()
-    problems.watch(page)
-    await page.goto(printed_url(url))
-    await wait_for_state(page, "shell")
-    return page
-
-
 def renderer(page: Page):
     return page.locator(".terminal-pane.active").get_attribute("data-renderer")
 
@@ -353,7 +325,7 @@ async def test_webgl_draws_when_asked_and_the_dom_renderer_takes_over_when_it_ca
             return /webgl/.test(kind) ? null : getContext.call(this, kind, ...rest);
         };
     """
-    page = await open_page_with(browser, app_url, problems, no_webgl)
+    page = await open_terminal_page(browser, app_url, problems, no_webgl)
     await choose_renderer(page, "webgl")
     await page.wait_for_function("() => document.querySelector('.terminal-pane.active').dataset.webgl === 'unavailable'")
     assert await renderer(page) == "dom"

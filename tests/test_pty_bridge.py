@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import eventually
+from conftest import eventually, processes
 from coda_aio.pty_bridge import SessionClosedError, SessionLimitError, SessionManager, build_env
 
 # The venv's interpreter: the PTY's $HOME is a temp dir, so pyenv shims for python3 would not work.
@@ -92,16 +92,9 @@ async def run(session, client: Recorder, command: str, n: int = 1, timeout: floa
 def live_session_members(sid: int) -> list[int]:
     """Live (non-zombie) processes whose session id is ``sid``, read from /proc independently."""
     members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
+    for pid, _comm, fields in processes():
         if fields[0] != b"Z" and int(fields[3]) == sid:
-            members.append(int(name))
+            members.append(pid)
     return members
 
 

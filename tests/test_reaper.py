@@ -15,7 +15,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from coda_aio.reaper import OrphanReaper
-from conftest import eventually, free_port
+from conftest import eventually, free_port, processes
 
 WEB_KEY = "coda-web-reaper-key-0123456789"
 
@@ -23,17 +23,9 @@ WEB_KEY = "coda-web-reaper-key-0123456789"
 def children(pid: int) -> dict[int, tuple[str, str]]:
     """Child pid -> (state, command name), from /proc."""
     found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_bytes()
-        except OSError:
-            continue
-        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
-        fields = stat[stat.rindex(b")") + 2 :].split()
+    for child, comm, fields in processes():
         if int(fields[1]) == pid:
-            found[int(name)] = (fields[0].decode(), comm)
+            found[child] = (fields[0].decode(), comm)
     return found
 
 
