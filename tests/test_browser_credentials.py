@@ -11,6 +11,7 @@ from browser_util import (
     PageProblems,
     chromium,
     csp_violations,
+    open_terminal_page,
     run_in_terminal,
     terminal_lines,
     wait_for_line,
@@ -20,7 +21,7 @@ from coda_aio.app_keys import SETUP
 from coda_aio.databrickscfg import read_profile
 from coda_aio.server import create_app
 from coda_aio.setup_steps import SetupRunner, Step
-from conftest import USER, serving_app
+from conftest import USER, serving_app, web_session
 
 
 
@@ -95,3 +96,46 @@ async def wait_for_text(page, text: str) -> None:
         "([s, t]) => document.querySelector(s).textContent.replace(/\\u00a0/g, ' ').includes(t)",
         arg=[ACTIVE_ROWS, text], timeout=10_000,
     )
+
+
+# Every value body[data-terminal-state] takes, from the first line of the page on.
+STATE_RECORDER = """
+window.__states = [];
+new MutationObserver(() => {
+  const state = document.body && document.body.dataset.terminalState;
+  if (state && window.__states[window.__states.length - 1] !== state) window.__states.push(state);
+}).observe(document, { attributes: true, subtree: true, attributeFilter: ['data-terminal-state'] });
+"""
+
+
+async def test_after_a_restart_the_saved_token_is_checked_before_anyone_is_asked_to_paste(make_settings, fake):
+    settings = make_settings(host=fake.url)
+    async with serving_app(create_app(settings), settings.port) as url, web_session() as http:
+        async with http.post(f"{url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:
+            assert r.status == 200, await r.text()
+
+    async def restarted_page(browser, url):
+        page = await open_terminal_page(browser, url, PageProblems(), STATE_RECORDER)
+        await page.wait_for_function(
+            "() => document.getElementById('status-account').textContent === 'Checking the saved token…'")
+        return page
+
+    fake.fail("me", 503, times=None)  # the workspace does not answer yet
+    async with serving_app(create_app(settings), settings.port) as url, chromium() as browser:
+        page = await restarted_page(browser, url)
+        fake.clear_faults()
+        await page.wait_for_function(
+            "(t) => document.getElementById('status-account').textContent === t", arg=f"Signed in as {USER}")
+        assert await page.evaluate("window.__states") == ["connecting", "shell"]  # never asked
+        await page.context.close()
+
+    # The saved token died meanwhile: once the workspace answers, the terminal asks for one.
+    fake.fail("me", 503, times=None)
+    async with serving_app(create_app(settings), settings.port) as url, chromium() as browser:
+        page = await restarted_page(browser, url)
+        assert "prompt" not in await page.evaluate("window.__states")
+        fake.revoke(read_profile(settings.databrickscfg_path, settings.profile)["token"])
+        fake.clear_faults()
+        await wait_for_state(page, "prompt")
+        await wait_for_text(page, "stopped working")
+        await page.context.close()

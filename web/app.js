@@ -18,6 +18,8 @@ import { THEMES, applyPageTheme } from './theme.js';
 import { promptForToken } from './token_prompt.js';
 
 const HEALTH_REFRESH_MS = 15_000;
+// How soon to ask again while the saved token waits for the workspace (after a restart).
+const CHECK_REFRESH_MS = 2000;
 const TICK_MS = 1000;
 const ACTIVE_TAB_KEY = 'coda.activeSession';
 // The user's tab order, as session ids: the server lists sessions in creation order, and
@@ -36,6 +38,7 @@ class App {
     this.offline = null;
     this.prompting = false;
     this.fitTimer = 0;
+    this.checkTimer = 0;
     // Where the key being pressed went down: a key pressed in a text field or dialog must not
     // reach a terminal that takes the focus before the key's keypress event.
     this.keydownTarget = null;
@@ -246,16 +249,22 @@ class App {
 
   // --- credentials ----------------------------------------------------------------------
 
+  // While the saved token waits for the workspace nothing needs pasting yet.
   needsToken() {
-    return Boolean(this.patStatus && this.patStatus.workspace_host && !this.patStatus.valid);
+    return Boolean(this.patStatus && this.patStatus.workspace_host && !this.patStatus.valid
+      && !this.patStatus.checking_saved_token);
   }
 
   async refreshAccount() {
+    const wasChecking = Boolean(this.patStatus?.checking_saved_token);
     const [patStatus, health] = await Promise.allSettled([api.patStatus(), api.health()]);
     this.patStatus = patStatus.status === 'fulfilled' ? patStatus.value : this.patStatus;
     this.health = health.status === 'fulfilled' ? health.value : this.health;
     this.status.showAccount(this.patStatus, this.health);
     if (this.patStatus) this.setup.setWorkspaceConfigured(Boolean(this.patStatus.workspace_host));
+    clearTimeout(this.checkTimer);
+    if (this.patStatus?.checking_saved_token) this.checkTimer = setTimeout(() => this.refreshAccount(), CHECK_REFRESH_MS);
+    else if (wasChecking && this.needsToken()) this.signIn('The saved token stopped working');
   }
 
   // After a restart the server may have lost the token (or gained one): catch up at once.

@@ -65,6 +65,12 @@ export class StatusBar {
     } else if (patStatus.valid && tokenState !== 'invalid') {
       this.account.textContent = patStatus.user ? `Signed in as ${patStatus.user}` : 'Signed in';
       this.account.dataset.kind = 'good';
+    } else if (patStatus.checking_saved_token) {
+      // After a restart the saved token waits for the workspace: no paste is needed (yet).
+      this.account.textContent = 'Checking the saved token…';
+      this.account.title = `${workspaceHost} has not answered yet; the saved token is used as soon as it does.`;
+      this.account.dataset.kind = 'muted';
+      this.signIn.hidden = false;
     } else {
       this.account.textContent = tokenState === 'invalid' ? 'Token stopped working' : 'Not signed in';
       this.account.dataset.kind = 'warn';
