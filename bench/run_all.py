@@ -6,7 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_terminal.py", "bench_session_end.py", "bench_install_priority.py", "bench_proxy.py", "soak_long.py"]
+BENCHES = [
+    "bench_terminal.py",
+    "bench_session_end.py",
+    "bench_install_priority.py",
+    "bench_proxy.py",
+    "bench_page_load.py",
+    "bench_project_sync.py",
+    "soak_long.py",
+]
 
 if __name__ == "__main__":
     here = Path(__file__).parent
