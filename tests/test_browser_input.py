@@ -74,7 +74,7 @@ async def captured_after_sentinel(page: Page, capture: Path) -> str:
 
 
 def assert_all_answered(round_answers: str) -> None:
-    for answer in (r"\x1b[?1;2c", r"\x1b[>0;276;0c", r"\x1b]10;rgb:", r"\x1b]11;rgb:", r"$y", r"R", r"\x1bP1$r",
+    for answer in (r"\x1b[?62;4;9;22c", r"\x1b[>0;276;0c", r"\x1b]10;rgb:", r"\x1b]11;rgb:", r"$y", r"R", r"\x1bP1$r",
                    r"\x1b[0n"):
         assert answer in round_answers, f"{answer} missing from {round_answers}"
 
@@ -140,7 +140,7 @@ async def test_two_tabs_on_one_session_answer_a_live_query_once(browser, served,
     rounds = await ask_live_queries(second, tmp_path / "answers", rounds=2)
     for answers in rounds:
         assert_all_answered(answers)
-        assert answers.count(r"\x1b[0n") == 1 and answers.count(r"\x1b[?1;2c") == 1, answers
+        assert answers.count(r"\x1b[0n") == 1 and answers.count(r"\x1b[?62;4;9;22c") == 1, answers
     # The person goes back to the first tab: it answers now, and only it.
     await first.bring_to_front()
     await first.locator(".terminal-pane.active .xterm-screen").click()

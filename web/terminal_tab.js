@@ -375,13 +375,11 @@ export class TerminalTab {
 
   // --- look -----------------------------------------------------------------------------
 
-  // Sixel and iTerm2 inline images. The addon would answer DA1 with its own attributes
-  // (advertising sixel); xterm.js's answer is kept, so what the terminal says it is does not
-  // change with an addon (programs that ask before sending sixel fall back to text).
+  // Sixel and iTerm2 inline images. The addon answers DA1 itself (ESC[?62;4;9;22c: the 4
+  // says "sixel"), so programs that ask before drawing (chafa, notcurses, lsix) draw images.
   loadImageAddon() {
     const images = new ImageAddon({ sixelSupport: true, iipSupport: true });
     this.term.loadAddon(images);
-    images._da1 = () => false;
     this.images = images;
   }
 
