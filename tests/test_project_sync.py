@@ -16,6 +16,7 @@ from coda_aio.project_sync.syncer import ProjectSync, refs_signature
 from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
 from coda_aio.token_store import TokenInfo, TokenStore
 from coda_aio.workspace import Workspace
+from browser_util import chromium, printed_url, wait_for_state
 from conftest import USER, eventually, serving
 from terminal_client import open_terminal, run_command
 
@@ -302,3 +303,30 @@ async def test_a_failed_restore_is_retried_and_never_writes_outside_the_project(
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (redeployed / "projects" / "evil").exists()
     assert not (redeployed / "projects" / ".coda-restore-evil").exists()
+
+
+async def test_the_page_shows_the_restore_of_projects_after_a_redeploy(make_settings, fake, http, home, tmp_path):
+    # Locally there is no service principal to bring the token back: the person pastes, and
+    # the projects come back once the token works, with progress in the status bar.
+    settings = dict(host=fake.url, sync_projects=True, **FAST)
+    async with serving(make_settings(**settings)) as (url, app):
+        async with http.post(f"{url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:
+            assert r.status == 200, await r.text()
+        repo = make_project(home / "projects")
+        await eventually(lambda: synced(app, "demo", repo), timeout=30)
+
+    redeployed = tmp_path / "redeployed"
+    redeployed.mkdir()
+    async with serving(make_settings(home=redeployed, **settings)) as (url, app), chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(printed_url(url))
+        await wait_for_state(page, "prompt")
+        assert await page.locator("#status-restore").is_hidden()  # nothing to restore before the token
+        await page.keyboard.insert_text(fake.issue_pat(USER))
+        await page.keyboard.press("Enter")
+        await page.wait_for_function(
+            "() => document.getElementById('status-restore').textContent === 'Projects restored (1)'", timeout=30_000)
+        await page.click("#status-restore")
+        assert await page.locator("#restore-steps").inner_text() == "✓ Restore project demo"
+        assert (redeployed / "projects" / "demo" / "run.sh").read_text() == "#!/bin/sh\necho run\n"
+        await page.context.close()

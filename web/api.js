@@ -40,6 +40,7 @@ export const api = {
   patStatus: () => request('GET', '/api/pat-status'),
   configurePat: (token) => request('POST', '/api/configure-pat', { token }),
   setupStatus: () => request('GET', '/api/setup-status'),
+  projectSync: () => request('GET', '/api/project-sync'),
   listSessions: () => request('GET', '/api/sessions'),
   createSession: (fields) => request('POST', '/api/sessions', fields),
   renameSession: (id, label) => request('PATCH', `/api/sessions/${encodeURIComponent(id)}`, { label }),

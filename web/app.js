@@ -7,7 +7,7 @@ import { api } from './api.js';
 import { ContextMenu } from './context_menu.js';
 import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
-import { SetupProgress } from './setup_progress.js';
+import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
 import { STATE, TerminalTab } from './terminal_tab.js';
@@ -51,6 +51,7 @@ class App {
     });
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
     this.setup = new SetupProgress();
+    this.restore = new RestoreProgress();
     this.search = new SearchBar();
     this.settingsPanel = new SettingsPanel({
       onChange: (settings) => this.applySettings(settings),
@@ -107,8 +108,9 @@ class App {
     const needsToken = this.needsToken();
     if (needsToken) this.active.hold();
     for (const tab of this.tabs) if (tab.state === STATE.CONNECTING && !tab.socket) tab.connect();
-    // Install progress shows in the status bar while the sign-in prompt waits.
+    // Install (and, after a redeploy, restore) progress shows while the sign-in prompt waits.
     this.setup.refresh();
+    this.restore.refresh();
     if (needsToken) {
       const stale = this.health && this.health.token && this.health.token.state === 'invalid';
       await this.signIn(stale ? 'The token stopped working' : '');
@@ -299,6 +301,7 @@ class App {
     if (result) {
       await this.refreshAccount();
       this.setup.refresh();
+      this.restore.refresh();
     }
   }
 

@@ -1,47 +1,46 @@
-// Progress of the agent CLI installs, from GET /api/setup-status: one compact item in the
-// status bar, and a small panel listing each step (with its error) when that item is clicked.
+// Background work shown in the status bar: the agent CLI installs (GET /api/setup-status) and,
+// after a redeploy, the restore of the user's projects (GET /api/project-sync). Each is one
+// compact item; clicking it shows its steps (with their errors) in a small panel.
 
 import { api } from './api.js';
 
 const POLL_MS = 2000;
-// Statuses from setup_steps.SetupRunner: the run is idle|running|done|failed, a step is
-// pending|running|done|skipped|failed ("skipped" means the CLI was already installed).
+// Statuses from setup_steps.SetupRunner and project_sync: a run is idle|running|done|failed, a
+// step is pending|running|done|skipped|failed ("skipped" means it had been done before).
 const ACTIVE = new Set(['pending', 'running']);
 const SYMBOL = { done: '✓', skipped: '✓', failed: '✗', running: '…', pending: '·' };
 
 const byId = (id) => document.getElementById(id);
 
-export class SetupProgress {
-  constructor() {
-    this.item = byId('status-setup');
-    this.panel = byId('setup-panel');
-    this.list = byId('setup-steps');
+class StepsProgress {
+  constructor({ fetch, item, panel, list, title }) {
+    this.fetch = fetch;
+    this.item = byId(item);
+    this.item.title = title;
+    this.panel = byId(panel);
+    this.list = byId(list);
     this.timer = 0;
-    this.workspaceConfigured = true;
     this.last = null;
     this.item.addEventListener('click', () => {
       this.panel.hidden = !this.panel.hidden;
     });
   }
 
-  // Polls while the setup runs; calling it again restarts polling (e.g. after sign-in).
+  // Polls while the work runs; calling it again restarts polling (e.g. after sign-in).
   async refresh() {
     clearTimeout(this.timer);
     let status;
     try {
-      status = await api.setupStatus();
+      status = await this.fetch();
     } catch {
       return; // Not offered by this server, or it is down: nothing to show.
     }
     this.render(status);
-    if (ACTIVE.has(status.status)) this.timer = setTimeout(() => this.refresh(), POLL_MS);
+    if (this.busy(status)) this.timer = setTimeout(() => this.refresh(), POLL_MS);
   }
 
-  // Without a workspace the CLIs get installed but nothing connects them to a model.
-  setWorkspaceConfigured(configured) {
-    if (this.workspaceConfigured === configured) return;
-    this.workspaceConfigured = configured;
-    if (this.last) this.render(this.last);
+  busy(status) {
+    return ACTIVE.has(status.status);
   }
 
   render(status) {
@@ -52,23 +51,21 @@ export class SetupProgress {
       this.panel.hidden = true;
       return;
     }
-    const finished = steps.filter((s) => !ACTIVE.has(s.status)).length;
     const failed = steps.filter((s) => s.status === 'failed');
-    const current = steps.find((s) => s.status === 'running');
-    let text;
-    if (failed.length) text = `Agent setup: ${failed.length} failed (${failed.map((s) => s.label).join(', ')})`;
-    else if (ACTIVE.has(status.status)) text = `Setting up agents ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…`;
-    else if (!this.workspaceConfigured) text = 'Agents installed, not connected (no workspace)';
-    else text = 'Agents ready';
-    this.item.textContent = text;
-    this.item.dataset.kind = failed.length ? 'bad' : ACTIVE.has(status.status) ? 'muted' : 'good';
-    this.item.title = 'Show agent setup steps';
+    const running = ACTIVE.has(status.status);
+    this.item.textContent = this.summary({
+      steps,
+      failed,
+      running,
+      finished: steps.filter((s) => !ACTIVE.has(s.status)).length,
+      current: steps.find((s) => s.status === 'running'),
+    });
+    this.item.dataset.kind = failed.length ? 'bad' : running ? 'muted' : 'good';
 
     this.list.replaceChildren(...steps.map((step) => {
       const li = document.createElement('li');
       li.dataset.status = step.status;
-      const symbol = SYMBOL[step.status] || '·';
-      li.textContent = `${symbol} ${step.label}`;
+      li.textContent = `${SYMBOL[step.status] || '·'} ${step.label}`;
       if (step.error) {
         const error = document.createElement('div');
         error.className = 'setup-error';
@@ -77,5 +74,46 @@ export class SetupProgress {
       }
       return li;
     }));
+  }
+}
+
+const labels = (steps) => steps.map((s) => s.label).join(', ');
+
+export class SetupProgress extends StepsProgress {
+  constructor() {
+    super({ fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps', title: 'Show agent setup steps' });
+    this.workspaceConfigured = true;
+  }
+
+  // Without a workspace the CLIs get installed but nothing connects them to a model.
+  setWorkspaceConfigured(configured) {
+    if (this.workspaceConfigured === configured) return;
+    this.workspaceConfigured = configured;
+    if (this.last) this.render(this.last);
+  }
+
+  summary({ steps, failed, running, finished, current }) {
+    if (failed.length) return `Agent setup: ${failed.length} failed (${labels(failed)})`;
+    if (running) return `Setting up agents ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…`;
+    if (!this.workspaceConfigured) return 'Agents installed, not connected (no workspace)';
+    return 'Agents ready';
+  }
+}
+
+// Projects come back once the token works, which may be a while after the page opened: keep
+// asking while the sync waits for a token or restores.
+export class RestoreProgress extends StepsProgress {
+  constructor() {
+    super({ fetch: () => api.projectSync(), item: 'status-restore', panel: 'restore-panel', list: 'restore-steps', title: 'Show project restore steps' });
+  }
+
+  busy(status) {
+    return super.busy(status) || status.state === 'waiting' || status.state === 'restoring';
+  }
+
+  summary({ steps, failed, running, finished, current }) {
+    if (failed.length) return `Project restore: ${failed.length} failed (${labels(failed)}), retrying`;
+    if (running) return `Restoring projects ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…`;
+    return `Projects restored (${steps.length})`;
   }
 }
