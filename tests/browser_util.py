@@ -4,13 +4,14 @@ to read what xterm.js rendered (its DOM renderer draws each row as a `.xterm-row
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from playwright.async_api import Browser, Page, async_playwright
 
 from coda_aio.config import Settings
-from conftest import WEB_KEY, serving
+from conftest import WEB_KEY, eventually, serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -111,3 +112,32 @@ async def run_in_terminal(page: Page, command: str) -> None:
 
 async def csp_violations(page: Page) -> list[str]:
     return await page.evaluate("window.__cspViolations")
+
+
+# --- what the shell received ---------------------------------------------------------------
+# `start_capture` runs `cat` on a raw terminal, so every byte the PTY receives from then on
+# lands in a file; the test then types SENTINEL and compares what came before it.
+
+SENTINEL = "Z"
+
+
+async def start_capture(page: Page, capture: Path) -> None:
+    """From here on every byte the shell's terminal receives lands in ``capture``."""
+    # The marker line shows once xterm.js has parsed everything readline wrote on Enter (it
+    # leaves bracketed-paste mode then): a paste before that would arrive wrapped in markers.
+    await run_in_terminal(page, f"stty raw -echo; printf 'capture-%s\\r\\n' ready; cat > {capture}")
+    await wait_for_line(page, "capture-ready")
+    await eventually(capture.exists, timeout=10)
+
+
+async def captured_after_sentinel(page: Page, capture: Path) -> str:
+    await page.locator(".terminal-pane.active .xterm-screen").click()
+    await page.keyboard.type(SENTINEL)
+    await eventually(lambda: capture.read_bytes().endswith(SENTINEL.encode()), timeout=10)
+    return capture.read_bytes().decode(errors="replace")
+
+
+async def wait_replayed(page: Page) -> None:
+    await page.wait_for_function(
+        "() => document.querySelector('.terminal-pane.active')?.dataset.replaying === 'false'"
+    )

@@ -20,11 +20,15 @@ from playwright.async_api import Page
 
 from browser_util import (
     ACTIVE_ROWS,
+    SENTINEL,
     PageProblems,
+    captured_after_sentinel,
     open_terminal_page,
     printed_url,
     run_in_terminal,
+    start_capture,
     terminal_lines,
+    wait_replayed,
     wait_for_line,
     wait_for_state,
 )
@@ -38,7 +42,6 @@ from coda_aio.testing.fake_workspace import FakeWorkspace
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 QUERIES = Path(__file__).with_name("terminal_queries.py")
-SENTINEL = "Z"
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -47,30 +50,11 @@ async def served(make_settings):
         yield url, app
 
 
-async def wait_replayed(page: Page) -> None:
-    await page.wait_for_function(
-        "() => document.querySelector('.terminal-pane.active')?.dataset.replaying === 'false'"
-    )
-
-
 async def ask_live_queries(page: Page, answers: Path, rounds: int = 1) -> list[str]:
     """Runs the query program; returns each round's answers as the program received them."""
     await run_in_terminal(page, f"{shlex.quote(sys.executable)} {shlex.quote(str(QUERIES))} {answers} {rounds}")
     await wait_for_line(page, f"answered {answers.name}")
     return answers.read_text().splitlines()
-
-
-async def start_capture(page: Page, capture: Path) -> None:
-    """From here on every byte the shell's terminal receives lands in ``capture``."""
-    await run_in_terminal(page, f"stty raw -echo; cat > {capture}")
-    await eventually(capture.exists, timeout=10)
-
-
-async def captured_after_sentinel(page: Page, capture: Path) -> str:
-    await page.locator(".terminal-pane.active .xterm-screen").click()
-    await page.keyboard.type(SENTINEL)
-    await eventually(lambda: capture.read_bytes().endswith(SENTINEL.encode()), timeout=10)
-    return capture.read_bytes().decode(errors="replace")
 
 
 def assert_all_answered(round_answers: str) -> None:

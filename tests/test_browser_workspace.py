@@ -23,6 +23,9 @@ from playwright.async_api import Page
 
 from browser_util import (
     ACTIVE_ROWS,
+    SENTINEL,
+    captured_after_sentinel,
+    start_capture,
     PageProblems,
     csp_violations,
     open_terminal_page,
@@ -31,7 +34,6 @@ from browser_util import (
     wait_for_state,
 )
 from conftest import eventually
-from test_browser_input import SENTINEL, captured_after_sentinel, start_capture
 
 # The browser tests share one Chromium (a module-scoped fixture on the module's loop).
 in_browser = pytest.mark.asyncio(loop_scope="module")

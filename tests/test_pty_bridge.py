@@ -172,6 +172,19 @@ async def test_resize_is_seen_by_the_program_and_clamped(manager):
     assert b"1 1000\r\n" in await run(session, client, "stty size", 3)
 
 
+async def test_process_names_the_foreground_command_and_none_at_the_prompt(manager):
+    """The page asks before closing a tab whose shell runs something (issue 12)."""
+    session = await manager.create()
+    client = Recorder()
+    session.attach(client)
+    await run(session, client, "true", 1)
+    assert session.process["command"] is None
+    session.write(b"sleep 1000\r")
+    await eventually(lambda: session.process["command"] == "sleep 1000", timeout=5)
+    session.write(b"\x03")
+    await eventually(lambda: session.process["command"] is None, timeout=5)
+
+
 async def test_exit_code_is_reported_and_the_session_removed(manager):
     session = await manager.create()
     client = Recorder()
@@ -179,7 +192,7 @@ async def test_exit_code_is_reported_and_the_session_removed(manager):
     session.write(b"exit 3\r")
     await asyncio.wait_for(session.wait_closed(), 5)
     assert client.events[-1] == {"type": "exit", "code": 3}
-    assert session.process == {"pid": session.pid, "running": False, "exit_code": 3}
+    assert session.process == {"pid": session.pid, "running": False, "exit_code": 3, "command": None}
     assert manager.get(session.id) is None and len(manager) == 0
     with pytest.raises(SessionClosedError):
         session.attach(Recorder())

@@ -4,9 +4,13 @@
 // help_panel (-> shortcuts), context_menu.
 
 import { api } from './api.js';
+import { CloseConfirm } from './close_confirm.js';
 import { ContextMenu } from './context_menu.js';
+import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
+import { SessionPicker } from './session_picker.js';
+import { SplitLayout, clampRatio } from './split_layout.js';
 import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
@@ -26,11 +30,17 @@ const ACTIVE_TAB_KEY = 'coda.activeSession';
 // after a server restart every tab gets a new session in whatever order they reconnect.
 const TAB_ORDER_KEY = 'coda.tabOrder';
 const FIT_DEBOUNCE_MS = 30;
+// Split tabs, by the first pane's session id: {second: session id, orientation, ratio}.
+const SPLITS_KEY = 'coda.splits';
 
 class App {
   constructor() {
     this.tabs = [];
     this.active = null;
+    // A split tab's layout, by the tab (its first pane); the tab bar shows first panes only.
+    this.splits = new Map();
+    // The pane of the active tab that has the keyboard (null: the tab itself).
+    this.focusedPane = null;
     this.settings = loadSettings();
     this.gpu = hardwareWebgl();
     this.patStatus = null;
@@ -46,8 +56,14 @@ class App {
     this.terminals = document.getElementById('terminals');
     this.tabBar = new TabBar({
       onSelect: (tab) => this.activate(tab),
-      onClose: (tab) => this.closeTab(tab),
+      onClose: (tab) => this.requestClose(tab),
       onRename: (tab, label) => this.renameTab(tab, label),
+      onMove: (tab, target) => this.moveTab(tab, this.tabs.indexOf(target)),
+    });
+    this.confirm = new CloseConfirm();
+    this.picker = new SessionPicker({
+      onChoose: (session) => this.showSession(session),
+      onClose: () => this.current?.focus(),
     });
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
     this.setup = new SetupProgress();
@@ -55,17 +71,17 @@ class App {
     this.search = new SearchBar();
     this.settingsPanel = new SettingsPanel({
       onChange: (settings) => this.applySettings(settings),
-      onClose: () => this.active?.focus(),
+      onClose: () => this.current?.focus(),
     });
-    this.helpPanel = new HelpPanel({ onClose: () => this.active?.focus() });
+    this.helpPanel = new HelpPanel({ onClose: () => this.current?.focus() });
     this.menu = new ContextMenu({
       items: [
-        { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.copy(), enabled: () => Boolean(this.active?.term.hasSelection()) },
+        { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.copy(), enabled: () => Boolean(this.current?.term.hasSelection()) },
         { label: 'Paste', hint: 'Ctrl+Shift+V', run: () => this.pasteFromClipboard() },
-        { label: 'Select all', run: () => this.active?.term.selectAll() },
-        { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.active && this.search.open(this.active) },
+        { label: 'Select all', run: () => this.current?.term.selectAll() },
+        { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.current && this.search.open(this.current) },
       ],
-      onClose: (refocus) => refocus && this.active?.focus(),
+      onClose: (refocus) => refocus && this.current?.focus(),
     });
 
     this.tabCallbacks = {
@@ -83,6 +99,9 @@ class App {
     document.getElementById('new-tab').addEventListener('click', () => this.newTab());
     document.getElementById('settings-button').addEventListener('click', () => this.openSettings());
     document.getElementById('help-button').addEventListener('click', () => this.toggleHelp());
+    document.getElementById('sessions-button').addEventListener('click', () => this.openPicker());
+    document.getElementById('split-row').addEventListener('click', () => this.split('row'));
+    document.getElementById('split-column').addEventListener('click', () => this.split('column'));
     document.getElementById('theme-toggle').addEventListener('click', () => this.toggleTheme());
     window.addEventListener('keydown', (event) => this.pageKey(event), { capture: true });
     this.terminals.addEventListener('contextmenu', (event) => {
@@ -91,6 +110,11 @@ class App {
       this.menu.open(event.clientX, event.clientY);
     });
     new ResizeObserver(() => this.scheduleFit()).observe(this.terminals);
+    // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
+    acceptFiles(this.terminals, {
+      tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
+      notify: (text) => this.flashMessage(text),
+    });
     setInterval(() => this.tick(), TICK_MS);
 
     await this.refreshAccount();
@@ -98,7 +122,7 @@ class App {
 
     const sessions = inUserOrder(await this.loadSessions());
     const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
-    for (const session of sessions) this.addTab(session.id, session.label || 'Terminal');
+    this.openTabs(sessions);
     if (this.tabs.length === 0) {
       await this.newTab();
     } else {
@@ -107,7 +131,7 @@ class App {
     if (!this.active) return; // No session could be started; the page message says why.
     const needsToken = this.needsToken();
     if (needsToken) this.active.hold();
-    for (const tab of this.tabs) if (tab.state === STATE.CONNECTING && !tab.socket) tab.connect();
+    for (const tab of this.allPanes()) if (tab.state === STATE.CONNECTING && !tab.socket) tab.connect();
     // Install (and, after a redeploy, restore) progress shows while the sign-in prompt waits.
     this.setup.refresh();
     this.restore.refresh();
@@ -141,13 +165,38 @@ class App {
   // --- tabs -----------------------------------------------------------------------------
 
   addTab(id, label) {
-    const tab = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
+    const tab = this.createPane(id, label);
     this.tabs.push(tab);
     return tab;
   }
 
+  // One terminal: a tab of its own, or the second pane of a split tab.
+  createPane(id, label) {
+    const pane = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
+    watchDownloads(pane, (text) => this.flashMessage(text));
+    pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
+    return pane;
+  }
+
+  // A tab for every live session (none becomes unreachable), split as this browser left it.
+  openTabs(sessions) {
+    const layout = loadSplits();
+    const live = new Map(sessions.map((s) => [s.id, s]));
+    const secondOf = new Map();
+    for (const [first, entry] of Object.entries(layout)) {
+      if (live.has(first) && live.has(entry.second) && first !== entry.second && !layout[entry.second]) secondOf.set(entry.second, first);
+    }
+    for (const session of sessions) if (!secondOf.has(session.id)) this.addTab(session.id, session.label || 'Terminal');
+    for (const [secondId, firstId] of secondOf) {
+      const tab = this.tabs.find((t) => t.id === firstId);
+      const label = live.get(secondId).label || 'Terminal';
+      if (tab && !this.splits.has(tab)) this.layOut(tab, this.createPane(secondId, label), layout[firstId]);
+      else this.addTab(secondId, label);
+    }
+  }
+
   nextLabel() {
-    const used = new Set(this.tabs.map((t) => t.label));
+    const used = new Set(this.allPanes().map((t) => t.label));
     for (let n = 1; ; n += 1) if (!used.has(`Terminal ${n}`)) return `Terminal ${n}`;
   }
 
@@ -175,36 +224,257 @@ class App {
 
   activate(tab) {
     if (!tab) return;
-    if (this.active && this.active !== tab) this.active.hide();
+    if (this.active && this.active !== tab) this.showPanes(this.active, false);
     this.active = tab;
-    tab.show();
+    if (!this.panesOf(tab).includes(this.focusedPane)) this.focusedPane = tab;
+    this.showPanes(tab, true);
     if (tab.id) sessionStorage.setItem(ACTIVE_TAB_KEY, tab.id);
     this.fitAll();
-    this.search.follow(tab);
-    tab.focus();
+    this.search.follow(this.current);
+    this.current.focus();
     this.render();
   }
 
   async closeTab(tab) {
     const index = this.tabs.indexOf(tab);
+    const ids = this.panesOf(tab).map((pane) => pane.id).filter(Boolean);
     this.removeTab(tab);
-    if (tab.id) {
-      try {
-        await api.deleteSession(tab.id);
-      } catch (err) {
-        if (err.status !== 404) this.flashMessage(err.message);
-      }
-    }
+    for (const id of ids) await this.deleteSession(id);
     if (this.tabs.length === 0) await this.newTab();
     else if (this.active === tab || !this.active) this.activate(this.tabs[Math.min(index, this.tabs.length - 1)]);
   }
 
+  async deleteSession(id) {
+    try {
+      await api.deleteSession(id);
+    } catch (err) {
+      if (err.status !== 404) this.flashMessage(err.message);
+    }
+  }
+
+  // Closing ends the shell: ask first when it runs something (an agent, a build, an editor).
+  async requestClose(tab) {
+    if (!tab || !(await this.mayEnd(this.panesOf(tab), 'the tab')) || !this.tabs.includes(tab)) return;
+    await this.closeTab(tab);
+  }
+
+  // True when none of `panes` runs anything, or the person agreed to end it.
+  async mayEnd(panes, what) {
+    if (this.confirm.isOpen) return false;
+    const running = await this.runningCommand(panes);
+    if (!running) return true;
+    const question = `“${running.command}” is still running in ${running.pane.label}. Close ${what} and end it?`;
+    const yes = await this.confirm.ask(question);
+    if (!yes) this.current?.focus();
+    return yes;
+  }
+
+  // The first of `panes` whose foreground job is not the shell waiting at its prompt.
+  async runningCommand(panes) {
+    const live = panes.filter((pane) => pane.id && pane.state !== STATE.EXITED);
+    if (live.length === 0) return null;
+    let sessions;
+    try {
+      sessions = await api.listSessions();
+    } catch {
+      return null; // The server is away: the close itself will say so.
+    }
+    for (const pane of live) {
+      const command = sessions.find((s) => s.id === pane.id)?.process?.command;
+      if (command) return { pane, command };
+    }
+    return null;
+  }
+
+  moveTab(tab, index) {
+    if (index < 0 || !this.tabs.includes(tab)) return;
+    this.tabs = this.tabs.filter((t) => t !== tab);
+    this.tabs.splice(index, 0, tab);
+    this.render();
+  }
+
+  // From the keyboard: one place left or right, no wrapping (a move you can see).
+  moveActive(step) {
+    if (!this.active) return;
+    const index = this.tabs.indexOf(this.active) + step;
+    if (index >= 0 && index < this.tabs.length) this.moveTab(this.active, index);
+    this.active.focus();
+  }
+
+  async openPicker() {
+    if (this.prompting || this.picker.isOpen) return;
+    let sessions;
+    try {
+      sessions = await api.listSessions();
+    } catch (err) {
+      this.flashMessage(err.message);
+      return;
+    }
+    const whereShown = (id) => {
+      const tab = this.tabs.find((t) => this.panesOf(t).some((pane) => pane.id === id));
+      return tab ? tab.label : null;
+    };
+    this.picker.open(sessions, { whereShown, currentId: this.current?.id });
+  }
+
+  // The chosen session in the current tab; the session it showed keeps running, detached,
+  // and stays in the picker. A session some tab already shows is reached by going to that tab.
+  showSession(session) {
+    const pane = this.current;
+    const shown = this.allPanes().find((p) => p.id === session.id);
+    if (shown) {
+      this.activate(this.tabs.find((t) => this.panesOf(t).includes(shown)));
+      shown.focus();
+      return;
+    }
+    if (!pane) return;
+    pane.switchTo(session.id, session.label || 'Terminal');
+    this.tabChanged(pane);
+    pane.focus();
+  }
+
   removeTab(tab) {
     this.tabs = this.tabs.filter((t) => t !== tab);
-    if (this.search.tab === tab) this.search.close();
-    tab.dispose();
+    const panes = this.panesOf(tab);
+    if (panes.includes(this.search.tab)) this.search.close();
+    const split = this.splits.get(tab);
+    this.splits.delete(tab);
+    for (const pane of panes) pane.dispose();
+    split?.element.remove();
     if (this.active === tab) this.active = null;
     this.render();
+  }
+
+  // --- split panes ----------------------------------------------------------------------
+
+  panesOf(tab) {
+    const split = this.splits.get(tab);
+    return split ? [split.first, split.second] : [tab];
+  }
+
+  allPanes() {
+    return this.tabs.flatMap((tab) => this.panesOf(tab));
+  }
+
+  // The terminal the person works in: the focused pane of the visible tab.
+  get current() {
+    return this.active && this.panesOf(this.active).includes(this.focusedPane) ? this.focusedPane : this.active;
+  }
+
+  showPanes(tab, visible) {
+    for (const pane of this.panesOf(tab)) {
+      if (visible) pane.show();
+      else pane.hide();
+    }
+    const split = this.splits.get(tab);
+    if (split) split.element.hidden = !visible;
+    if (visible) this.markFocusedPane();
+  }
+
+  // `.active` marks the pane that has the keyboard (the status line and search follow it).
+  markFocusedPane() {
+    const current = this.current;
+    for (const pane of this.panesOf(this.active)) pane.pane.classList.toggle('active', pane === current);
+  }
+
+  paneFocused(pane) {
+    if (!this.active || pane === this.current || !this.panesOf(this.active).includes(pane)) return;
+    this.focusedPane = pane;
+    this.markFocusedPane();
+    this.search.follow(pane);
+    this.renderStatus();
+  }
+
+  layOut(tab, second, { orientation = 'row', ratio = 0.5 } = {}) {
+    const split = new SplitLayout({
+      host: this.terminals, first: tab, second, orientation, ratio: clampRatio(ratio),
+      onResize: () => {
+        this.scheduleFit();
+        this.saveSplits();
+      },
+    });
+    this.splits.set(tab, split);
+    if (tab !== this.active) this.showPanes(tab, false);
+    return split;
+  }
+
+  // A second pane with a new session beside (row) or below (column) the active tab's.
+  async split(orientation) {
+    const tab = this.active;
+    if (!tab || this.prompting) return;
+    if (this.splits.has(tab)) {
+      this.flashMessage('This tab has two panes already: close one (Alt+Shift+X) first.');
+      return;
+    }
+    const label = this.nextLabel();
+    const second = this.createPane(null, label);
+    this.layOut(tab, second, { orientation });
+    this.focusedPane = second;
+    this.showPanes(tab, true);
+    // Laid out before the session exists, so the shell starts at the pane's size.
+    this.fitAll();
+    try {
+      const created = await api.createSession({ label, ...second.size });
+      second.id = created.id;
+    } catch (err) {
+      if (this.splits.get(tab)?.second === second) this.unsplit(tab, tab);
+      this.flashMessage(err.message);
+      return;
+    }
+    if (this.splits.get(tab)?.second !== second) {
+      await this.deleteSession(second.id); // The tab closed meanwhile.
+      return;
+    }
+    second.connect();
+    if (this.active === tab) {
+      this.search.follow(this.current);
+      this.current.focus();
+    }
+    this.render();
+  }
+
+  // Back to one pane: `keep` stays (and becomes the tab), the other is disposed of.
+  unsplit(tab, keep) {
+    const split = this.splits.get(tab);
+    const gone = keep === split.first ? split.second : split.first;
+    this.splits.delete(tab);
+    split.dissolve(keep);
+    if (this.search.tab === gone) this.search.close();
+    gone.dispose();
+    if (keep !== tab) this.tabs[this.tabs.indexOf(tab)] = keep;
+    if (this.active === tab) this.active = keep;
+    this.focusedPane = keep;
+    if (this.active === keep) this.activate(keep);
+    else this.render();
+    return gone;
+  }
+
+  // Ends the focused pane's session; a tab with one pane closes as a whole.
+  async closePane() {
+    const tab = this.active;
+    const pane = this.current;
+    if (!tab || !this.splits.has(tab)) {
+      await this.requestClose(tab);
+      return;
+    }
+    if (!(await this.mayEnd([pane], 'the pane'))) return;
+    const split = this.splits.get(tab);
+    if (!split || (split.first !== pane && split.second !== pane)) return;
+    const gone = this.unsplit(tab, pane === split.first ? split.second : split.first);
+    if (gone.id) await this.deleteSession(gone.id);
+  }
+
+  focusOtherPane() {
+    const split = this.splits.get(this.active);
+    if (split) (this.current === split.first ? split.second : split.first).focus();
+  }
+
+  saveSplits() {
+    const layout = {};
+    for (const [tab, split] of this.splits) {
+      if (tab.id && split.second.id) layout[tab.id] = { second: split.second.id, orientation: split.orientation, ratio: split.ratio };
+    }
+    localStorage.setItem(SPLITS_KEY, JSON.stringify(layout));
   }
 
   async renameTab(tab, label) {
@@ -239,13 +509,16 @@ class App {
     this.fitTimer = setTimeout(() => this.fitAll(), FIT_DEBOUNCE_MS);
   }
 
-  // Only the visible tab can be measured; the hidden ones share its pane size.
+  // Only the visible tab can be measured; each of its panes fits its own size. Hidden tabs of
+  // one pane share the size of a visible one; hidden split tabs fit when shown.
   fitAll() {
     if (!this.active) return;
-    this.active.fit();
+    const visible = this.panesOf(this.active);
+    for (const pane of visible) pane.fit();
+    if (visible.length > 1) return;
     const { cols, rows } = this.active.size;
     for (const tab of this.tabs) {
-      if (tab !== this.active && (tab.term.cols !== cols || tab.term.rows !== rows)) tab.term.resize(cols, rows);
+      if (tab !== this.active && !this.splits.has(tab) && (tab.term.cols !== cols || tab.term.rows !== rows)) tab.term.resize(cols, rows);
     }
   }
 
@@ -310,6 +583,8 @@ class App {
   // Shortcuts the page owns, wherever the focus is; they never reach the shell.
   pageKey(event) {
     this.keydownTarget = event.target;
+    // A dialog that asks something keeps every key until it is answered.
+    if (this.confirm.isOpen || this.picker.isOpen) return;
     const key = event.key.toLowerCase();
     let action = null;
     const ctrlOnly = event.ctrlKey && !event.shiftKey && !event.altKey;
@@ -317,10 +592,18 @@ class App {
     else if (ctrlOnly && key === '/' && !this.settingsPanel.isOpen) action = () => this.toggleHelp();
     // An open panel or menu keeps the keys typed in it; only its own shortcut closes it.
     else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen) return;
-    else if (this.active && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
+    else if (this.current && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
       || (event.key === 'F10' && event.shiftKey && !event.ctrlKey && !event.altKey))) action = () => this.openMenuAtCursor();
-    else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.active && this.search.open(this.active);
+    else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.current && this.search.open(this.current);
     else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 't') action = () => this.newTab();
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'w') action = () => this.active && this.requestClose(this.active);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 's') action = () => this.openPicker();
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'PageUp') action = () => this.moveActive(-1);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'PageDown') action = () => this.moveActive(1);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'h') action = () => this.split('row');
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'v') action = () => this.split('column');
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'x') action = () => this.closePane();
+    else if (event.altKey && event.shiftKey && !event.ctrlKey && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) action = () => this.focusOtherPane();
     else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowRight') action = () => this.selectRelative(1);
     else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowLeft') action = () => this.selectRelative(-1);
     if (!action) return;
@@ -331,19 +614,19 @@ class App {
 
   // The menu from the keyboard: at the terminal's cursor.
   openMenuAtCursor() {
-    const cursor = this.active.pane.querySelector('.xterm-helper-textarea');
-    const box = (cursor || this.active.pane).getBoundingClientRect();
+    const cursor = this.current.pane.querySelector('.xterm-helper-textarea');
+    const box = (cursor || this.current.pane).getBoundingClientRect();
     this.menu.open(box.left, box.bottom);
   }
 
   copy() {
-    const text = this.active?.term.getSelection();
+    const text = this.current?.term.getSelection();
     if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
   }
 
   // Chosen by the person (menu), so the clipboard's text goes to the shell as a paste would.
   async pasteFromClipboard() {
-    const tab = this.active;
+    const tab = this.current;
     try {
       const text = await navigator.clipboard.readText();
       if (text && tab) tab.paste(text);
@@ -399,7 +682,7 @@ class App {
     storeSettings(settings);
     applyPageTheme(settings.theme);
     this.renderThemeToggle();
-    for (const tab of this.tabs) tab.applySettings(settings, this.gpu);
+    for (const tab of this.allPanes()) tab.applySettings(settings, this.gpu);
     // A new font or size changes the cell size, and with it how many rows and columns fit.
     this.fitAll();
   }
@@ -414,11 +697,12 @@ class App {
     this.renderStatus();
     const order = this.tabs.map((t) => t.id).filter(Boolean);
     if (order.length) localStorage.setItem(TAB_ORDER_KEY, JSON.stringify(order));
+    this.saveSplits();
   }
 
   renderStatus() {
     const body = document.body;
-    const tab = this.active;
+    const tab = this.current;
     let state = 'connecting';
     if (this.prompting) state = 'prompt';
     else if (tab && tab.state === STATE.CONNECTED) state = 'shell';
@@ -427,12 +711,13 @@ class App {
     body.dataset.terminalState = state;
     body.dataset.tabCount = String(this.tabs.length);
     this.status.showConnection(tab, { offline: this.offline });
+    body.dataset.splitCount = String(this.splits.size);
     if (tab) document.title = `${tab.label} · coda_aio`;
   }
 
   tick() {
     this.status.renderRotation();
-    const tab = this.active;
+    const tab = this.current;
     if (tab && (tab.state === STATE.RECONNECTING || tab.state === STATE.SERVER_RESTARTING)) this.renderStatus();
   }
 
@@ -444,6 +729,17 @@ class App {
     this.messageTimer = setTimeout(() => {
       el.hidden = true;
     }, 6000);
+  }
+}
+
+// The split layout this browser saved: {first session id: {second, orientation, ratio}}.
+function loadSplits() {
+  try {
+    const layout = JSON.parse(localStorage.getItem(SPLITS_KEY) || '{}');
+    if (!layout || typeof layout !== 'object' || Array.isArray(layout)) return {};
+    return Object.fromEntries(Object.entries(layout).filter(([, entry]) => entry && typeof entry.second === 'string'));
+  } catch {
+    return {};
   }
 }
 

@@ -1,15 +1,18 @@
 // The row of tabs at the top: one element per terminal tab, with inline rename (double-click)
 // and a close button. Elements are kept per tab and updated in place, so a click that
 // re-renders never replaces the element under the pointer (which would swallow a double-click).
+// Tabs are dragged to a new place (HTML5 drag and drop); the app moves them from the keyboard.
 
 export class TabBar {
-  constructor({ onSelect, onClose, onRename }) {
+  constructor({ onSelect, onClose, onRename, onMove }) {
     this.nav = document.getElementById('tabs');
     this.onSelect = onSelect;
     this.onClose = onClose;
     this.onRename = onRename;
+    this.onMove = onMove;
     this.elements = new Map();
     this.editing = null;
+    this.dragging = null;
   }
 
   render(tabs, activeTab) {
@@ -46,6 +49,7 @@ export class TabBar {
     const el = document.createElement('div');
     el.className = 'tab';
     el.setAttribute('role', 'tab');
+    el.draggable = true;
 
     const dot = document.createElement('span');
     dot.className = 'tab-dot';
@@ -73,7 +77,38 @@ export class TabBar {
     el.addEventListener('dblclick', (event) => {
       if (!close.contains(event.target)) this.startRename(tab, el);
     });
+    this.listenForDrag(tab, el);
     return el;
+  }
+
+  // Dropped on a tab, the dragged tab takes that tab's place.
+  listenForDrag(tab, el) {
+    el.addEventListener('dragstart', (event) => {
+      if (this.editing) {
+        event.preventDefault();
+        return;
+      }
+      this.dragging = tab;
+      event.dataTransfer.effectAllowed = 'move';
+      event.dataTransfer.setData('text/plain', tab.label);
+      el.classList.add('dragging');
+    });
+    el.addEventListener('dragend', () => {
+      this.dragging = null;
+      el.classList.remove('dragging');
+    });
+    el.addEventListener('dragover', (event) => {
+      if (!this.dragging) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = 'move';
+    });
+    el.addEventListener('drop', (event) => {
+      if (!this.dragging) return;
+      event.preventDefault();
+      const dragged = this.dragging;
+      this.dragging = null;
+      if (dragged !== tab) this.onMove(dragged, tab);
+    });
   }
 
   startRename(tab, el) {
@@ -86,6 +121,7 @@ export class TabBar {
     input.size = Math.max(6, tab.label.length);
     input.setAttribute('aria-label', 'Terminal name');
     this.editing = tab;
+    el.draggable = false; // Selecting text in the name must not drag the tab.
     label.hidden = true;
     label.after(input);
     input.focus();
@@ -96,6 +132,7 @@ export class TabBar {
       if (finished) return;
       finished = true;
       this.editing = null;
+      el.draggable = true;
       input.remove();
       label.hidden = false;
       const value = input.value.trim();

@@ -153,7 +153,8 @@ export class TerminalTab {
       if (this.pane.contains(document.activeElement)) socket.send(focusFrame());
       this.updateFlow();
     };
-    socket.onmessage = (message) => this.handleFrame(message.data);
+    // A replaced socket (another session now shows here) may still deliver what it had queued.
+    socket.onmessage = (message) => this.socket === socket && this.handleFrame(message.data);
     socket.onclose = () => {
       if (this.socket !== socket) return;
       this.socket = null;
@@ -208,6 +209,17 @@ export class TerminalTab {
     // Shown after the new session's (empty) replay has reset the screen, on a line of its own.
     this.pendingNotice = notice;
     this.callbacks.onSessionReplaced(this);
+  }
+
+  // Shows another live session here (the session picker). The one shown before keeps running
+  // on the server; the new one's scrollback replays onto a clean screen, unanswered.
+  switchTo(id, label) {
+    this.id = id;
+    this.label = label;
+    this.exitCode = null;
+    this.inputHandler = null;
+    this.reconnectAttempts = 0;
+    this.connect();
   }
 
   // A message from coda_aio itself, never mixed into a line the shell or a prompt started.

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .client_feed import Client, ClientFeed
 from .config import without_secrets
-from .pty_process import session_members, set_window_size, signal_session, spawn
+from .pty_process import foreground_command, session_members, set_window_size, signal_session, spawn
 from .scrollback import Scrollback
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,10 @@ class Session:
 
     @property
     def process(self) -> dict[str, Any]:
-        return {"pid": self._process.pid, "running": not self._exited, "exit_code": self._exit_code}
+        # "command": what runs in the foreground instead of the idle shell (None at the prompt),
+        # so the page can ask before closing a tab that still runs something.
+        return {"pid": self._process.pid, "running": not self._exited, "exit_code": self._exit_code,
+                "command": None if self._exited else foreground_command(self._fd, self._process.pid)}
 
     def rename(self, label: str) -> None:
         self.label = clean_label(label)

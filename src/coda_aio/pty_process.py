@@ -102,3 +102,22 @@ def signal_members(leader: int, members: list[int] | None, sig: signal.Signals) 
                 os.kill(pid, signal.SIGCONT)  # a stopped job must wake up to see its HUP
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def foreground_command(fd: int, shell_pid: int) -> str | None:
+    """The command line of the PTY's foreground job, or None while the shell itself waits at its
+    prompt (or the PTY is gone). One small /proc read: cheap enough for the event loop."""
+    if fd < 0:
+        return None
+    try:
+        group = os.tcgetpgrp(fd)
+    except OSError:
+        return None
+    if group <= 0 or group == shell_pid:
+        return None
+    try:
+        raw = Path(f"/proc/{group}/cmdline").read_bytes()
+    except OSError:
+        return None
+    # Group leader gone (a pipeline whose first command ended): still something runs.
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace") or "a program"

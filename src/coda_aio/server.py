@@ -25,6 +25,7 @@ from .origin import same_origin_only
 from .owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
 from .proxy import ProxyServer, load_or_create_key
 from . import restart_persistence
+from .file_transfer import routes as file_transfer  # issue 12: files in and out of terminals
 from .pty_bridge import SessionManager, build_env
 from .rotator import Rotator
 from .setup_steps import SetupRunner, agent_install_steps
@@ -214,7 +215,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx,
          restart_persistence.token_persistence_ctx,  # before the rotator: gives it its boot hook
-         rotator_ctx, setup_ctx, restart_persistence.project_sync_ctx]
+         rotator_ctx, setup_ctx, restart_persistence.project_sync_ctx,
+         file_transfer.file_transfer_ctx]
     )
 
     # A token that dies tells every open terminal, so the UI can ask for a new one.
@@ -225,6 +227,7 @@ def create_app(settings: Settings) -> web.Application:
     terminal_routes.add_routes(app, heartbeat=settings.ws_heartbeat)
     setup_routes.add_routes(app)
     restart_persistence.add_routes(app)
+    file_transfer.add_routes(app)
     web_routes.add_routes(app)
     return app
 
@@ -234,7 +237,8 @@ def pty_extra_env(settings: Settings) -> dict[str, str]:
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     extra = {
         "HOME": str(settings.home),
-        "PATH": f"{settings.npm_prefix / 'bin'}:{path}",
+        # coda's own commands (coda-download) first, then the agent CLIs npm installs.
+        "PATH": f"{file_transfer.bin_dir(settings)}:{settings.npm_prefix / 'bin'}:{path}",
         "DATABRICKS_CONFIG_PROFILE": settings.profile,
     }
     if settings.host:
