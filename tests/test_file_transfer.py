@@ -277,10 +277,12 @@ async def served(make_settings):
         yield url, app
 
 
-async def page_message(page: Page, text: str) -> None:
+async def page_message(page: Page, text: str, kind: str = "good") -> None:
+    """Waits for the page message; success is framed as success, not as an error."""
     await page.wait_for_function(
-        "(text) => { const el = document.getElementById('page-message'); return !el.hidden && el.textContent.includes(text); }",
-        arg=text,
+        "([text, kind]) => { const el = document.getElementById('page-message');"
+        " return !el.hidden && el.textContent.includes(text) && el.dataset.kind === kind; }",
+        arg=[text, kind],
     )
 
 

@@ -113,7 +113,7 @@ class App {
     // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
     acceptFiles(this.terminals, {
       tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
-      notify: (text) => this.flashMessage(text),
+      notify: (text, kind) => this.flashMessage(text, kind),
     });
     setInterval(() => this.tick(), TICK_MS);
 
@@ -173,7 +173,7 @@ class App {
   // One terminal: a tab of its own, or the second pane of a split tab.
   createPane(id, label) {
     const pane = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
-    watchDownloads(pane, (text) => this.flashMessage(text));
+    watchDownloads(pane, (text, kind) => this.flashMessage(text, kind));
     pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
     return pane;
   }
@@ -721,9 +721,11 @@ class App {
     if (tab && (tab.state === STATE.RECONNECTING || tab.state === STATE.SERVER_RESTARTING)) this.renderStatus();
   }
 
-  flashMessage(text) {
+  // `kind` colours the frame: 'bad' (the default: most messages say what went wrong), 'good', 'info'.
+  flashMessage(text, kind = 'bad') {
     const el = document.getElementById('page-message');
     el.textContent = text;
+    el.dataset.kind = kind;
     el.hidden = false;
     clearTimeout(this.messageTimer);
     this.messageTimer = setTimeout(() => {

@@ -21,7 +21,7 @@ export function shellQuote(text) {
 }
 
 // Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`).
-// `notify(text)` shows progress and errors on the page.
+// `notify(text, kind)` shows progress ('info'), success ('good') and errors ('bad') on the page.
 export function acceptFiles(container, { tabFor, notify }) {
   // Capture phase: ahead of xterm.js's own paste handler on its textarea.
   container.addEventListener('paste', (event) => {
@@ -71,7 +71,7 @@ async function uploadInto(tab, files, notify) {
       continue;
     }
     try {
-      const saved = await uploadFile(file, name, (fraction) => notify(`Uploading ${name}… ${Math.round(fraction * 100)}%`));
+      const saved = await uploadFile(file, name, (fraction) => notify(`Uploading ${name}… ${Math.round(fraction * 100)}%`, 'info'));
       paths.push(saved.path);
     } catch (err) {
       problems.push(`${name}: ${err.message}`);
@@ -84,7 +84,7 @@ async function uploadInto(tab, files, notify) {
   }
   const done = paths.length === 1 ? `Uploaded to ${paths[0]}.` : paths.length ? `Uploaded ${paths.length} files to ~/uploads.` : '';
   const failed = problems.length ? `Not uploaded: ${problems.join('; ')}.` : '';
-  notify([done, failed].filter(Boolean).join(' '));
+  notify([done, failed].filter(Boolean).join(' '), failed ? 'bad' : 'good');
 }
 
 // XMLHttpRequest rather than fetch: it reports upload progress.
@@ -136,7 +136,7 @@ async function download(id, notify) {
     return;
   }
   const name = attachmentName(response.headers.get('Content-Disposition')) || 'download';
-  notify(`Downloading ${name}…`);
+  notify(`Downloading ${name}…`, 'info');
   let blob;
   try {
     blob = await response.blob();
@@ -153,7 +153,7 @@ async function download(id, notify) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), BLOB_URL_LIFETIME_MS);
-  notify(`Downloaded ${name}.`);
+  notify(`Downloaded ${name}.`, 'good');
 }
 
 // The file name from Content-Disposition: filename* (UTF-8) first, then plain filename.
