@@ -15,7 +15,7 @@ async def test_soak_200_rotations(home: Path):
     assert report.proxied_calls > 100 and report.failed_calls == []
     assert report.streams_intact and report.bytes_received == report.bytes_expected > 0
     assert report.leftover_tokens == []
-    assert report.fds_after == report.fds_before
+    assert report.fds_after <= report.fds_before  # more after would be a leak
     assert report.tasks_after == report.tasks_before
     # Flat: the run's allocations come back; a leak per rotation or per call would show here.
     assert report.rss_end_kb - report.rss_start_kb < 16 * 1024
