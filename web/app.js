@@ -117,10 +117,12 @@ class App {
     });
     setInterval(() => this.tick(), TICK_MS);
 
+    // The account and the sessions are asked for at once: neither answer waits for the other.
+    const sessionsLoaded = this.loadSessions();
     await this.refreshAccount();
     setInterval(() => this.refreshAccount(), HEALTH_REFRESH_MS);
 
-    const sessions = inUserOrder(await this.loadSessions());
+    const sessions = inUserOrder(await sessionsLoaded);
     const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
     this.openTabs(sessions);
     if (this.tabs.length === 0) {
