@@ -325,11 +325,17 @@ async def test_a_split_tab_keeps_its_layout_and_each_pane_its_scrollback_across_
     assert "one-2" in one and "two-4" not in one
     assert "two-4" in two and "one-2" not in two
 
+    # The pane that had the keyboard before the reload has it again.
+    await page.wait_for_function(
+        f"() => document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[1]"
+        f" && document.querySelectorAll('{PANES}')[1].contains(document.activeElement)")
     # Nothing reached either shell but what was typed.
+    assert await captured_after_sentinel(page, captures[1]) == SENTINEL
+    await page.keyboard.press("Alt+Shift+ArrowUp")
+    await page.wait_for_function(f"() => document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[0]")
     assert await captured_after_sentinel(page, captures[0]) == SENTINEL
     await page.keyboard.press("Alt+Shift+ArrowDown")
     await page.wait_for_function(f"() => document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[1]")
-    assert await captured_after_sentinel(page, captures[1]) == SENTINEL
 
     # Closing the focused pane (its `cat` still runs: asked first) leaves the other as the tab.
     await page.keyboard.press("Alt+Shift+X")

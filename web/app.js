@@ -26,6 +26,8 @@ const HEALTH_REFRESH_MS = 15_000;
 const CHECK_REFRESH_MS = 2000;
 const TICK_MS = 1000;
 const ACTIVE_TAB_KEY = 'coda.activeSession';
+// The session of the pane that had the keyboard, so a reload puts it back in the same pane.
+const FOCUSED_PANE_KEY = 'coda.focusedSession';
 // The user's tab order, as session ids: the server lists sessions in creation order, and
 // after a server restart every tab gets a new session in whatever order they reconnect.
 const TAB_ORDER_KEY = 'coda.tabOrder';
@@ -228,7 +230,10 @@ class App {
     if (!tab) return;
     if (this.active && this.active !== tab) this.showPanes(this.active, false);
     this.active = tab;
-    if (!this.panesOf(tab).includes(this.focusedPane)) this.focusedPane = tab;
+    if (!this.panesOf(tab).includes(this.focusedPane)) {
+      const remembered = sessionStorage.getItem(FOCUSED_PANE_KEY);
+      this.focusedPane = this.panesOf(tab).find((pane) => pane.id && pane.id === remembered) || tab;
+    }
     this.showPanes(tab, true);
     if (tab.id) sessionStorage.setItem(ACTIVE_TAB_KEY, tab.id);
     this.fitAll();
@@ -382,6 +387,7 @@ class App {
   paneFocused(pane) {
     if (!this.active || pane === this.current || !this.panesOf(this.active).includes(pane)) return;
     this.focusedPane = pane;
+    this.rememberFocus();
     this.markFocusedPane();
     this.search.follow(pane);
     this.renderStatus();
@@ -700,6 +706,12 @@ class App {
     const order = this.tabs.map((t) => t.id).filter(Boolean);
     if (order.length) localStorage.setItem(TAB_ORDER_KEY, JSON.stringify(order));
     this.saveSplits();
+    this.rememberFocus();
+  }
+
+  rememberFocus() {
+    const pane = this.current;
+    if (pane && pane.id) sessionStorage.setItem(FOCUSED_PANE_KEY, pane.id);
   }
 
   renderStatus() {
