@@ -652,10 +652,12 @@ class Rotator:
 
     # --- configure-pat --------------------------------------------------------------
 
-    async def configure(self, pasted: str) -> ConfigureResult:
+    async def configure(self, pasted: str, refuse_user: Callable[[str], str | None] | None = None) -> ConfigureResult:
         """Exchange a pasted token for one coda_aio mints and rotates. Nothing is kept on failure.
 
         The same token pasted twice at once is exchanged once, and both get that answer.
+        ``refuse_user(user)`` may return why the token's user may not use this app (App mode:
+        anyone but the owner): the paste then gets a 403 and nothing is changed or revoked.
         """
         if self._workspace is None:
             raise ConfigureError(400, "No workspace is configured: set DATABRICKS_HOST and restart coda_aio.")
@@ -669,13 +671,13 @@ class Rotator:
                 return result  # a repeat of the paste that made the current token
         task = self._pastes.get(key)
         if task is None:
-            task = asyncio.create_task(self._configure(pasted, key), name="coda-configure")
+            task = asyncio.create_task(self._configure(pasted, key, refuse_user), name="coda-configure")
             self._pastes[key] = task
             task.add_done_callback(lambda _: self._pastes.pop(key, None))
         # Shielded: a browser that gives up does not cancel an exchange half-way.
         return await asyncio.shield(task)
 
-    async def _configure(self, pasted: str, key: str) -> ConfigureResult:
+    async def _configure(self, pasted: str, key: str, refuse_user: Callable[[str], str | None] | None) -> ConfigureResult:
         ws = self._workspace
         assert ws is not None
         try:
@@ -687,6 +689,9 @@ class Rotator:
             ) from None
         except WorkspaceError as e:
             raise ConfigureError(503, f"Could not reach the workspace to check the token: {e}") from None
+        refusal = refuse_user(user) if refuse_user else None
+        if refusal:
+            raise ConfigureError(403, refusal)
         try:
             listing = await ws.list_tokens(pasted)
         except WorkspaceError:
