@@ -27,18 +27,17 @@ class Scrollback:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._buffer = bytearray()
-        self._trimmed = False  # the buffer no longer starts where the output did
 
     def append(self, data: bytes) -> None:
         self._buffer += data
         # Trimming only when twice the limit keeps the memmove cost per byte constant.
         if len(self._buffer) > 2 * self._limit + LOOKBACK:
             del self._buffer[: len(self._buffer) - self._limit - LOOKBACK]
-            self._trimmed = True
 
     def snapshot(self) -> bytes:
+        # A trim keeps LOOKBACK bytes past the limit, so a trimmed buffer always has start > 0.
         start = max(0, len(self._buffer) - self._limit)
-        if start > 0 or self._trimmed:
+        if start > 0:
             start = safe_start(self._buffer, start)
         with memoryview(self._buffer) as view:
             return bytes(view[start:])
@@ -55,7 +54,7 @@ def safe_start(buffer: bytes | bytearray, start: int) -> int:
         position = start
         while (found := buffer.find(after, position, end)) >= 0:
             candidate = found + 1 if after == b"\n" else found
-            if candidate >= start and _outside_sequences(buffer, candidate):
+            if _outside_sequences(buffer, candidate):
                 return candidate
             position = found + 1
     # Neither in reach (a long line of plain text): skip UTF-8 continuation bytes at least.
@@ -69,5 +68,7 @@ def _outside_sequences(buffer: bytes | bytearray, position: int) -> bool:
     escape = buffer.rfind(b"\x1b", max(0, position - LOOKBACK), position)
     if escape < 0:
         return True
-    match = _SEQUENCE.match(buffer, escape)
-    return match is not None and match.end() <= position
+    # Matched only up to ``position``: a string sequence left open (an OSC with no BEL yet)
+    # would otherwise be searched to the end of the buffer for every candidate.
+    match = _SEQUENCE.match(buffer, escape, position)
+    return match is not None
