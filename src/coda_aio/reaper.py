@@ -14,15 +14,15 @@ it in place): by then, whoever was waiting for it would have collected it.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
-import sys
 import time
 from typing import AsyncIterator
 
 from aiohttp import web
+
+from .prctl import prctl
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,7 @@ GRACE_SECONDS = 1.0
 
 def become_subreaper() -> bool:
     """Make this process the subreaper of its descendants; False where that is not possible."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
 
 
 class OrphanReaper:

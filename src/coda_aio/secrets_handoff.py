@@ -18,13 +18,13 @@ So, at startup:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sys
 from typing import MutableMapping
 
 from .config import is_secret_env
+from .prctl import prctl
 
 FD_VARIABLE = "CODA_SECRETS_FD"
 PR_SET_DUMPABLE = 4
@@ -71,8 +71,8 @@ def receive_secrets(environ: MutableMapping[str, str] | None = None) -> dict[str
 
 
 def make_undumpable() -> None:
-    """No process of this user without CAP_SYS_PTRACE may read this one's memory or environ."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
+    """No process of this user without CAP_SYS_PTRACE may read this one's memory or environ.
+    Linux only: other systems have no /proc to read it from."""
+    errno = prctl(PR_SET_DUMPABLE, 0)
+    if errno:
         raise OSError(errno, f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(errno)}")
