@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coda_aio.app_keys import OWNER, PROJECT_SYNC, ROTATOR, TOKENS
+from coda_aio.project_sync import git_repo
 from coda_aio.project_sync.manifest import Layout, Manifest
 from coda_aio.project_sync.syncer import ProjectSync, refs_signature
 from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
@@ -330,3 +331,12 @@ async def test_the_page_shows_the_restore_of_projects_after_a_redeploy(make_sett
         assert await page.locator("#restore-steps").inner_text() == "✓ Restore project demo"
         assert (redeployed / "projects" / "demo" / "run.sh").read_text() == "#!/bin/sh\necho run\n"
         await page.context.close()
+
+
+async def test_a_bundle_git_cannot_write_is_an_error_not_nothing_new(tmp_path):
+    repo = make_project(tmp_path / "projects")
+    assert await git_repo.create_bundle(repo, tmp_path / "all.bundle", []) is True
+    tips = git(repo, "rev-parse", "--all").split()
+    assert await git_repo.create_bundle(repo, tmp_path / "none.bundle", tips) is False  # nothing new
+    with pytest.raises(git_repo.GitError):
+        await git_repo.create_bundle(repo, tmp_path / "no-such-folder" / "x.bundle", [])

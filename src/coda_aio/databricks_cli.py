@@ -104,7 +104,7 @@ async def _fetch_text(http: aiohttp.ClientSession, url: str) -> str:
             _check_status(response, url)
             body = await response.content.read(MAX_SUMS_BYTES + 1)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise InstallError(f"cannot download {url}: {e or type(e).__name__}") from None
+        raise InstallError(f"cannot download {url}: {str(e) or type(e).__name__}") from None
     if len(body) > MAX_SUMS_BYTES:
         raise InstallError(f"{url} is not a checksum list (too big)")
     return body.decode("utf-8", "replace")
@@ -120,7 +120,7 @@ async def _download(http: aiohttp.ClientSession, url: str, out) -> str:
                 digest.update(chunk)
                 await out.write(chunk)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise InstallError(f"cannot download {url}: {e or type(e).__name__}") from None
+        raise InstallError(f"cannot download {url}: {str(e) or type(e).__name__}") from None
     return digest.hexdigest()
 
 

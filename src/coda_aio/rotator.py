@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
 from . import service_principal
+from .backoff import backoff
 from .config import Settings, normalize_host
 from .databrickscfg import ConfigFileError, read_profile
 from .rotation_state import MintedRecord, RotationState, StateFile, fingerprint
@@ -262,7 +262,7 @@ class Rotator:
         interval = self._settings.rotation_interval
         base = min(BACKOFF_BASE, interval / 20)
         cap = min(BACKOFF_CAP, interval / 2)
-        delay = min(cap, base * 2 ** min(self._failures - 1, 30)) * random.uniform(0.5, 1.0)
+        delay = backoff(self._failures, cap, base)
         if retry_after is not None:
             delay = max(delay, min(retry_after, cap))
         self._retry_at = self._now() + delay
@@ -414,7 +414,7 @@ class Rotator:
                     return
                 if outcome == "kept":
                     return
-                await asyncio.sleep(min(30.0, 2.0**attempt) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff(attempt + 1, BACKOFF_CAP))
             # Still recorded: the next rotation or boot tries again; it expires by its lifetime anyway.
         except asyncio.CancelledError:
             raise

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Callable, Literal
 
+from .backoff import backoff
 from .config import Settings
 from .rotation_state import fingerprint
-from .secrets_api import delete_as_service_principal, put_secret, read_as_service_principal
+from .secrets_api import SecretPermissionDenied, delete_as_service_principal, put_secret, read_as_service_principal
 from .token_store import TokenStore
 from .workspace import TokenRejected, Workspace, WorkspaceError
 
@@ -112,7 +112,7 @@ class TokenPersistence:
                 self.last_error = f"Could not save the token in secret scope {self._settings.secret_scope!r}: {e}"
                 # Never slower than tokens change: the next rotation brings a token worth writing.
                 cap = min(MAX_BACKOFF, self._settings.rotation_interval)
-                delay = min(cap, 2.0 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+                delay = backoff(self._failures, cap)
                 log.warning("%s (attempt %d; retrying in %.1f s)", self.last_error, self._failures, delay)
                 await asyncio.sleep(delay)
                 self._dirty.set()  # then write whatever token is current by then
@@ -160,11 +160,15 @@ class TokenPersistence:
         for attempt in range(BOOT_ATTEMPTS):
             try:
                 return await asyncio.to_thread(self._read, self._settings, scope, key)
+            except SecretPermissionDenied as e:  # a missing grant does not come by waiting
+                self.last_error = f"Could not read secret scope {scope!r}: {e}"
+                log.warning("%s", self.last_error)
+                return None
             except Exception as e:  # the SDK raises many kinds; the last one is shown
                 self.last_error = f"Could not read secret scope {scope!r}: {e}"
                 log.warning("%s (attempt %d)", self.last_error, attempt + 1)
                 if attempt + 1 < BOOT_ATTEMPTS:
-                    await asyncio.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+                    await asyncio.sleep(backoff(attempt + 1, 8.0, base=0.5))
         return None
 
     async def _delete_dead(self, scope: str, key: str) -> None:

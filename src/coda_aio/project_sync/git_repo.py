@@ -88,9 +88,16 @@ async def create_bundle(repo: Path, target: Path, exclude_tips: list[str]) -> bo
     args = ["bundle", "create", "-q", str(target), "--all"]
     if exclude_tips:
         args += ["--not", *sorted(set(exclude_tips))]
-    # git refuses an empty bundle (no refs, or nothing new): that is the False case.
-    await git(repo, *args, check=False)
-    return target.is_file() and target.stat().st_size > 0
+    # git refuses an empty bundle (no refs, or nothing new): that is the False case. Any other
+    # failure (a full disk, say) is an error: taken for "nothing new", the manifest would name
+    # commits no bundle holds.
+    try:
+        await git(repo, *args)
+    except GitError as e:
+        if "empty bundle" in str(e):
+            return False
+        raise
+    return True
 
 
 async def has_objects(repo: Path, shas: list[str]) -> set[str]:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import posixpath
-import random
 import re
 import shutil
 import stat
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Literal
 
+from ..backoff import backoff
 from ..config import Settings
 from ..files import write_atomic
 from ..token_store import TokenStore
@@ -170,7 +170,7 @@ class ProjectSync:
             except Exception as e:  # never fatal: shown in /health, tried again later
                 failures += 1
                 self.last_error = _describe(e)
-                delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
+                delay = backoff(failures, MAX_BACKOFF, base=2.0)
                 log.warning("project sync: %s (retrying in %.0f s)", self.last_error, delay)
             try:
                 async with asyncio.timeout(delay):
@@ -216,7 +216,7 @@ class ProjectSync:
             except (WorkspaceError, git_repo.GitError, OSError, ValueError) as e:
                 status.failures += 1
                 status.state, status.error = "failed", _describe(e)
-                status.retry_at = self._clock() + min(MAX_BACKOFF, 2.0 ** status.failures) * random.uniform(0.5, 1.0)
+                status.retry_at = self._clock() + backoff(status.failures, MAX_BACKOFF, base=2.0)
                 log.warning("project %s not synced: %s", name, status.error)
 
     async def sync_project(self, name: str, repo: Path, signature: list | None = None) -> ProjectStatus:
@@ -326,7 +326,7 @@ class ProjectSync:
                 await asyncio.to_thread(shutil.rmtree, self._projects_dir / f".coda-restore-{name}", True)
         if any(step["status"] == "failed" for step in self.restore_steps):
             self._restore_failures += 1
-            self._restore_retry_at = self._clock() + min(MAX_BACKOFF, 2.0 ** self._restore_failures)
+            self._restore_retry_at = self._clock() + backoff(self._restore_failures, MAX_BACKOFF, base=2.0, jitter=False)
         else:
             self._restore_failures, self._restore_retry_at = 0, None
 
