@@ -297,7 +297,6 @@ class Rotator:
         except WorkspaceError as e:
             self._failed(f"Could not create a new token: {e}", getattr(e, "retry_after", None))
             return
-        self._confirmed_at = self._now()
         await self._adopt(minted, user, generation=generation)
 
     async def _mint(self, create: Callable[[], Awaitable[MintedToken]], user: str | None) -> MintedToken:
@@ -337,7 +336,7 @@ class Rotator:
         async with self._lock:
             if generation is not None and generation != self._generation:
                 # The token changed while this one was minted (a paste won): it is not needed.
-                record = next((m for m in self._state.minted if m.token_id == minted.token_id), None)
+                record = self._state.find(minted.value)
                 if record:
                     self._schedule_revoke(record, 0.0)
                 return False
@@ -379,7 +378,7 @@ class Rotator:
                 self._flush_failed()
                 return False
             self._flush_pending = False
-            self.last_error = None
+            self._succeeded()
             log.info("profile written with the current token")
         self._revoke_others(token, self._settings.revoke_grace)
         return True
@@ -645,7 +644,7 @@ class Rotator:
             self._failed(f"The service principal could not mint a token: {e}")
             return
         user = minted_by[0]
-        record = next((m for m in self._state.minted if m.token_id == minted.token_id), None)
+        record = self._state.find(minted.value)
         if record is not None:
             record.user = user
         await self._adopt(minted, user, generation=generation, revoke_delay=0.0)
