@@ -19,10 +19,13 @@ SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 
 @web.middleware
 async def same_origin_only(request: web.Request, handler) -> web.StreamResponse:
-    upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-    if (request.method not in SAFE_METHODS or upgrade) and not origin_allowed(request):
+    if (request.method not in SAFE_METHODS or is_websocket_upgrade(request)) and not origin_allowed(request):
         return json_error(403, f"refused a cross-origin request from {request.headers.get(hdrs.ORIGIN)!r}")
     return await handler(request)
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
 def origin_allowed(request: web.Request) -> bool:

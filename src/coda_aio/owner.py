@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Callable, Literal
 
 from aiohttp import web
 
 from . import service_principal
+from .backoff import backoff
 from .app_keys import OWNER
 from .config import Settings
+from .web_access import PUBLIC_PATHS
 
 log = logging.getLogger(__name__)
 
 IDENTITY_HEADER = "X-Forwarded-Email"
 # Reachable without the owner check: the platform's health probe carries no identity.
-PUBLIC_PATHS = frozenset({"/health"})
 
 OwnerStatus = Literal["disabled", "pending", "ok"]
 
@@ -56,7 +56,6 @@ class OwnerCheck:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _resolve(self) -> None:
-        delay = 1.0
         while self._owner is None:
             self.attempts += 1
             try:
@@ -66,9 +65,9 @@ class OwnerCheck:
                 log.info("owner check ready")  # the address itself is not logged
             except Exception as e:  # any failure means "not yet": keep refusing, keep trying
                 self.last_error = f"{type(e).__name__}: {e}"
+                delay = backoff(self.attempts, 30.0)
                 log.warning("owner lookup failed (%s); retrying in %.0f s", self.last_error, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(delay)
 
 
 @web.middleware

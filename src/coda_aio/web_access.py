@@ -23,12 +23,14 @@ from aiohttp import hdrs, web
 from .app_keys import WEB_ACCESS
 from .config import Settings
 from .host_check import host_allowed
+from .origin import is_websocket_upgrade
 from .proxy_key import load_or_create_key
 from .web_json import json_error
 
 KEY_FILE = "web-token"
 KEY_PREFIX = "coda-web-"
-# Reachable without the key: health probes carry no credentials and learn nothing secret.
+# Reachable without the key (locally) or the owner's identity (App mode): health probes carry
+# no credentials and learn nothing secret.
 PUBLIC_PATHS = frozenset({"/health"})
 # The key is reused across restarts, so the cookie may outlive one browser session.
 COOKIE_MAX_AGE = 30 * 24 * 3600
@@ -107,17 +109,13 @@ async def web_key_required(request: web.Request, handler) -> web.StreamResponse:
     access = request.app[WEB_ACCESS]
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    if "token" in request.query and request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and not _is_upgrade(request):
+    if "token" in request.query and request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and not is_websocket_upgrade(request):
         if _same(request.query["token"], access.key):
             return _signed_in(request, access)
         return _refusal(request, access, "The key in this URL is not this server's.")
     if access.authorized(request):
         return await handler(request)
     return _refusal(request, access, "This page needs coda_aio's web key.")
-
-
-def _is_upgrade(request: web.Request) -> bool:
-    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
 def _signed_in(request: web.Request, access: WebAccess) -> web.Response:
