@@ -152,10 +152,14 @@ async def test_keys_typed_into_the_page_never_reach_the_shell(browser, served, t
     await page.keyboard.type("renamed")
     await page.keyboard.press("Enter")
     await page.wait_for_function("() => document.querySelector('.tab.active .tab-label').textContent === 'renamed'")
-    # And again, cancelling with Escape.
+    # And again, cancelling with Escape; the page's shortcuts stay out of the name being edited.
     await page.dblclick(".tab.active .tab-label")
     await page.keyboard.type("nope")
+    for shortcut in ("Alt+Shift+T", "Alt+Shift+W", "Alt+Shift+ArrowRight"):
+        await page.keyboard.press(shortcut)
     await page.keyboard.press("Escape")
+    assert await page.locator(".tab").count() == 1
+    assert await page.locator(".tab.active .tab-label").text_content() == "renamed"
 
     # The find bar: typing, Enter, Shift+Enter, Escape.
     await page.keyboard.press("Control+Shift+F")

@@ -78,13 +78,29 @@ class App {
     this.helpPanel = new HelpPanel({ onClose: () => this.current?.focus() });
     this.menu = new ContextMenu({
       items: [
-        { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.copy(), enabled: () => Boolean(this.current?.term.hasSelection()) },
+        { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.current?.copySelection(), enabled: () => Boolean(this.current?.term.hasSelection()) },
         { label: 'Paste', hint: 'Ctrl+Shift+V', run: () => this.pasteFromClipboard() },
         { label: 'Select all', run: () => this.current?.term.selectAll() },
         { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.current && this.search.open(this.current) },
       ],
       onClose: (refocus) => refocus && this.current?.focus(),
     });
+
+    // The page's Alt+Shift shortcuts (web/shortcuts.js lists them for the help panel), by key.
+    this.altShiftKeys = new Map([
+      ['t', () => this.newTab()],
+      ['w', () => this.active && this.requestClose(this.active)],
+      ['s', () => this.openPicker()],
+      ['PageUp', () => this.moveActive(-1)],
+      ['PageDown', () => this.moveActive(1)],
+      ['h', () => this.split('row')],
+      ['v', () => this.split('column')],
+      ['x', () => this.closePane()],
+      ['ArrowDown', () => this.focusOtherPane()],
+      ['ArrowUp', () => this.focusOtherPane()],
+      ['ArrowRight', () => this.selectRelative(1)],
+      ['ArrowLeft', () => this.selectRelative(-1)],
+    ]);
 
     this.tabCallbacks = {
       onStateChange: (tab) => this.tabChanged(tab),
@@ -598,22 +614,13 @@ class App {
     const ctrlOnly = event.ctrlKey && !event.shiftKey && !event.altKey;
     if (ctrlOnly && key === ',' && !this.helpPanel.isOpen) action = () => (this.settingsPanel.isOpen ? this.settingsPanel.close() : this.openSettings());
     else if (ctrlOnly && key === '/' && !this.settingsPanel.isOpen) action = () => this.toggleHelp();
-    // An open panel or menu keeps the keys typed in it; only its own shortcut closes it.
-    else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen) return;
+    // An open panel or menu, or a tab name being edited, keeps the keys typed in it; only a
+    // panel's own shortcut closes it.
+    else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen || this.tabBar.editing) return;
     else if (this.current && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
       || (event.key === 'F10' && event.shiftKey && !event.ctrlKey && !event.altKey))) action = () => this.openMenuAtCursor();
     else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.current && this.search.open(this.current);
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 't') action = () => this.newTab();
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'w') action = () => this.active && this.requestClose(this.active);
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 's') action = () => this.openPicker();
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'PageUp') action = () => this.moveActive(-1);
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'PageDown') action = () => this.moveActive(1);
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'h') action = () => this.split('row');
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'v') action = () => this.split('column');
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && key === 'x') action = () => this.closePane();
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) action = () => this.focusOtherPane();
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowRight') action = () => this.selectRelative(1);
-    else if (event.altKey && event.shiftKey && !event.ctrlKey && event.key === 'ArrowLeft') action = () => this.selectRelative(-1);
+    else if (event.altKey && event.shiftKey && !event.ctrlKey) action = this.altShiftKeys.get(event.key.length === 1 ? key : event.key);
     if (!action) return;
     event.preventDefault();
     event.stopPropagation();
@@ -625,11 +632,6 @@ class App {
     const cursor = this.current.pane.querySelector('.xterm-helper-textarea');
     const box = (cursor || this.current.pane).getBoundingClientRect();
     this.menu.open(box.left, box.bottom);
-  }
-
-  copy() {
-    const text = this.current?.term.getSelection();
-    if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
   }
 
   // Chosen by the person (menu), so the clipboard's text goes to the shell as a paste would.
@@ -651,7 +653,7 @@ class App {
     if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey) return true;
     const key = event.key.toLowerCase();
     if (key === 'c') {
-      this.copy();
+      tab.copySelection();
       event.preventDefault();
       return false;
     }

@@ -45,10 +45,6 @@ export class ContextMenu {
     this.focusItem(0, 1);
   }
 
-  enabledButtons() {
-    return this.buttons.filter((b) => !b.button.disabled).map((b) => b.button);
-  }
-
   // Focus the first enabled item from `start` on, stepping by `step` (wrapping around).
   focusItem(start, step) {
     const all = this.buttons.map((b) => b.button);

@@ -83,14 +83,6 @@ export class SplitLayout {
     });
   }
 
-  show() {
-    this.element.hidden = false;
-  }
-
-  hide() {
-    this.element.hidden = true;
-  }
-
   // Hands `keep`'s pane back to the host (the other pane is the caller's to dispose of).
   dissolve(keep) {
     this.host.append(keep.pane);

@@ -66,7 +66,6 @@ export class TerminalTab {
     // From attach until xterm.js has parsed the scrollback the server replays: answers to the
     // queries in it are dropped (the programs that asked are long gone or asked already).
     this.replaying = false;
-    this.droppedReplies = 0;
 
     // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
     this.inputHandler = null;
@@ -237,7 +236,7 @@ export class TerminalTab {
   handleFrame(data) {
     const frame = parseFrame(data);
     if (!frame) return;
-    if (frame.output) this.handleOutput(frame.output);
+    if (frame.output) this.queueOutput(frame.output);
     else this.handleEvent(frame.event);
   }
 
@@ -258,10 +257,6 @@ export class TerminalTab {
       default:
         break;
     }
-  }
-
-  handleOutput(bytes) {
-    this.queueOutput(bytes);
   }
 
   // Bytes, or a function to run once everything before it is on screen; held back in order
@@ -361,10 +356,7 @@ export class TerminalTab {
   // xterm.js's answer to a query it just parsed: only for live output, and the server passes
   // it on only if this is the session's answering client (the one the person used last).
   sendReply(data) {
-    if (this.replaying || this.inputHandler) {
-      this.droppedReplies += 1;
-      return;
-    }
+    if (this.replaying || this.inputHandler) return;
     this.sendFrame(replyFrame(data));
   }
 
@@ -390,9 +382,7 @@ export class TerminalTab {
   // Sixel and iTerm2 inline images. The addon answers DA1 itself (ESC[?62;4;9;22c: the 4
   // says "sixel"), so programs that ask before drawing (chafa, notcurses, lsix) draw images.
   loadImageAddon() {
-    const images = new ImageAddon({ sixelSupport: true, iipSupport: true });
-    this.term.loadAddon(images);
-    this.images = images;
+    this.term.loadAddon(new ImageAddon({ sixelSupport: true, iipSupport: true }));
   }
 
   // OSC 52: programs (vim, tmux, agent TUIs) may put text on the clipboard. They may not read
