@@ -48,8 +48,8 @@ def osc_sequence(download_id: str) -> str:
 
 
 def register(spool: Path, path: str, name: str) -> str:
-    """Offers ``path`` (absolute) under ``name``; returns the entry's id."""
-    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Offers ``path`` (absolute) under ``name``; returns the entry's id (write_atomic makes
+    the spool folder, 0700, if it is missing)."""
     download_id = secrets.token_hex(16)
     write_atomic(spool / download_id, json.dumps({"path": path, "name": name}).encode(), mode=0o600)
     return download_id

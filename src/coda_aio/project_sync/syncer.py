@@ -194,18 +194,19 @@ class ProjectSync:
 
     # --- syncing --------------------------------------------------------------------------
 
-    def _repositories(self) -> list[tuple[str, Path]]:
+    def _repositories(self) -> list[tuple[str, Path, list]]:
+        """Each repository under ~/projects with its refs signature (a walk of .git/refs: run
+        in a thread, every poll)."""
         try:
             children = sorted(self._projects_dir.iterdir())
         except FileNotFoundError:
             return []
-        return [(p.name, p) for p in children
+        return [(p.name, p, refs_signature(p)) for p in children
                 if PROJECT_NAME.match(p.name) and p.is_dir() and git_repo.is_repository(p)]
 
     async def _sync_changed(self) -> None:
-        for name, repo in self._repositories():
+        for name, repo, signature in await asyncio.to_thread(self._repositories):
             status = self.projects.setdefault(name, ProjectStatus(name))
-            signature = refs_signature(repo)
             record_signature = self._signatures.get(name)
             if record_signature is None:
                 record_signature = self._signatures[name] = (await self._load_record(name)).signature or []

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 from ..workspace import Workspace, WorkspaceError
-
-MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
 
 def is_missing(error: WorkspaceError) -> bool:
@@ -37,13 +36,13 @@ class WorkspaceFiles:
             "path": path, "format": "RAW", "overwrite": True, "content": base64.b64encode(content).decode()})
 
     async def download(self, path: str) -> bytes:
-        body = await self._call("GET", f"/api/2.0/workspace/export?{_query(path=path, format='RAW')}")
+        body = await self._call("GET", f"/api/2.0/workspace/export?{urlencode({'path': path, 'format': 'RAW'})}")
         return base64.b64decode(body.get("content") or "")
 
     async def list(self, path: str) -> list[dict[str, Any]]:
         """The objects right inside ``path``; [] when it does not exist."""
         try:
-            body = await self._call("GET", f"/api/2.0/workspace/list?{_query(path=path)}")
+            body = await self._call("GET", f"/api/2.0/workspace/list?{urlencode({'path': path})}")
         except WorkspaceError as e:
             if is_missing(e):
                 return []
@@ -57,9 +56,3 @@ class WorkspaceFiles:
         except WorkspaceError as e:
             if not is_missing(e):
                 raise
-
-
-def _query(**params: str) -> str:
-    from urllib.parse import urlencode
-
-    return urlencode(params)

@@ -21,24 +21,17 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .fake_workspace import FakeWorkspace
+# fake_workspace imports this module only inside FakeWorkspace.__init__, so this import is not circular.
+from .fake_workspace import ApiError, FakeWorkspace
 
 PERMISSIONS = ("READ", "WRITE", "MANAGE")
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 MAX_VALUE_BYTES = 128 * 1024
 MAX_SECRETS_PER_SCOPE = 1000
 ALL_USERS = "users"
-
-
-def _api_error(status: int, code: str, message: str):
-    from .fake_workspace import ApiError  # here, not at the top: fake_workspace imports this module
-
-    return ApiError(status, code, message)
 
 
 @dataclass
@@ -49,7 +42,7 @@ class SecretScope:
 
 
 class FakeSecrets:
-    def __init__(self, workspace: "FakeWorkspace"):
+    def __init__(self, workspace: FakeWorkspace):
         self._ws = workspace
         self.scopes: dict[str, SecretScope] = {}
 
@@ -84,10 +77,10 @@ class FakeSecrets:
 
     def _scope(self, name: object) -> SecretScope:
         if not isinstance(name, str) or not name:
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", "scope is required.")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "scope is required.")
         scope = self.scopes.get(name)
         if scope is None:
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", f"Scope {name} does not exist!")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Scope {name} does not exist!")
         return scope
 
     def _level(self, scope: SecretScope, principal: str) -> int:
@@ -97,7 +90,7 @@ class FakeSecrets:
     def _require(self, request: web.Request, scope: SecretScope, permission: str) -> str:
         principal, _ = self._ws._authenticate(request)
         if self._level(scope, principal.user_name) < PERMISSIONS.index(permission) + 1:
-            raise _api_error(403, "PERMISSION_DENIED",
+            raise ApiError(403, "PERMISSION_DENIED",
                               f"User {principal.user_name} does not have {permission} permission on scope "
                               f"{scope.name}")
         return principal.user_name
@@ -106,7 +99,7 @@ class FakeSecrets:
     def _key(body: dict) -> str:
         key = body.get("key")
         if not isinstance(key, str) or not NAME.match(key):
-            raise _api_error(400, "INVALID_PARAMETER_VALUE",
+            raise ApiError(400, "INVALID_PARAMETER_VALUE",
                            "key must consist of alphanumeric characters, dashes, underscores, and periods, "
                            "and may not exceed 128 characters.")
         return key
@@ -118,14 +111,14 @@ class FakeSecrets:
         body = await self._ws._json_body(request)
         name = body.get("scope")
         if not isinstance(name, str) or not NAME.match(name):
-            raise _api_error(400, "INVALID_PARAMETER_VALUE",
+            raise ApiError(400, "INVALID_PARAMETER_VALUE",
                               "Scope name must consist of alphanumeric characters, dashes, underscores, and "
                               "periods, and may not exceed 128 characters.")
         if name in self.scopes:
-            raise _api_error(400, "RESOURCE_ALREADY_EXISTS", f"Scope {name} already exists!")
+            raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"Scope {name} already exists!")
         manager = body.get("initial_manage_principal") or principal.user_name
         if manager not in (principal.user_name, ALL_USERS):
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", "initial_manage_principal must be 'users' or unset.")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "initial_manage_principal must be 'users' or unset.")
         self.scopes[name] = SecretScope(name, {str(manager): "MANAGE"})
         return web.json_response({})
 
@@ -150,21 +143,21 @@ class FakeSecrets:
         key = self._key(body)
         string_value, bytes_value = body.get("string_value"), body.get("bytes_value")
         if (string_value is None) == (bytes_value is None):
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", "Exactly one of string_value or bytes_value is required.")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Exactly one of string_value or bytes_value is required.")
         if string_value is not None:
             if not isinstance(string_value, str):
-                raise _api_error(400, "INVALID_PARAMETER_VALUE", "string_value must be a string.")
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "string_value must be a string.")
             value = string_value.encode()
         else:
             try:
                 value = base64.b64decode(str(bytes_value), validate=True)
             except (binascii.Error, ValueError):
-                raise _api_error(400, "INVALID_PARAMETER_VALUE", "bytes_value must be base64.") from None
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "bytes_value must be base64.") from None
         if len(value) > MAX_VALUE_BYTES:
-            raise _api_error(400, "INVALID_PARAMETER_VALUE",
+            raise ApiError(400, "INVALID_PARAMETER_VALUE",
                               f"Size of the secret value exceeds the maximum of {MAX_VALUE_BYTES} bytes.")
         if key not in scope.secrets and len(scope.secrets) >= MAX_SECRETS_PER_SCOPE:
-            raise _api_error(400, "RESOURCE_LIMIT_EXCEEDED",
+            raise ApiError(400, "RESOURCE_LIMIT_EXCEEDED",
                               f"Scope {scope.name} has reached the maximum of {MAX_SECRETS_PER_SCOPE} secrets.")
         scope.secrets[key] = (value, int(self._ws.clock() * 1000))
         return web.json_response({})
@@ -175,7 +168,7 @@ class FakeSecrets:
         self._require(request, scope, "WRITE")
         key = self._key(body)
         if scope.secrets.pop(key, None) is None:
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", f"Secret {key} does not exist in scope {scope.name}!")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Secret {key} does not exist in scope {scope.name}!")
         return web.json_response({})
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -190,7 +183,7 @@ class FakeSecrets:
         key = self._key(dict(request.query))
         entry = scope.secrets.get(key)
         if entry is None:
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", f"Failed to get secret {key} for scope {scope.name}.")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Failed to get secret {key} for scope {scope.name}.")
         return web.json_response({"key": key, "value": base64.b64encode(entry[0]).decode()})
 
     # --- ACLs ------------------------------------------------------------------------------
@@ -201,7 +194,7 @@ class FakeSecrets:
         self._require(request, scope, "MANAGE")
         principal, permission = body.get("principal"), body.get("permission")
         if not isinstance(principal, str) or not principal or permission not in PERMISSIONS:
-            raise _api_error(400, "INVALID_PARAMETER_VALUE",
+            raise ApiError(400, "INVALID_PARAMETER_VALUE",
                               "principal and permission (READ, WRITE or MANAGE) are required.")
         scope.acls[principal] = permission
         return web.json_response({})
@@ -211,7 +204,7 @@ class FakeSecrets:
         scope = self._scope(body.get("scope"))
         self._require(request, scope, "MANAGE")
         if scope.acls.pop(str(body.get("principal")), None) is None:
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", "No ACL for this principal on the scope.")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", "No ACL for this principal on the scope.")
         return web.json_response({})
 
     async def _list_acls(self, request: web.Request) -> web.Response:

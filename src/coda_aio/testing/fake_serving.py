@@ -10,14 +10,13 @@ workspace's own (``FakeWorkspace._serve``), so a revoked token gets the same 403
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from aiohttp import web
 
 # fake_workspace imports this module only inside make_app, so this import is not circular.
-from .fake_workspace import ApiError, FakeWorkspace, reply_text
+from .fake_workspace import ApiError, FakeWorkspace, prompt_size, reply_text
 
 RESPONSES_PATH = "/serving-endpoints/responses"
 ROUTE_RESPONSES = "serving.responses"
@@ -30,10 +29,6 @@ def add_routes(app: web.Application, workspace: FakeWorkspace) -> None:
     app.router.add_route("POST", RESPONSES_PATH, handler, name=ROUTE_RESPONSES)
 
 
-def _input_size(body: dict[str, Any]) -> int:
-    return max(1, len(json.dumps(body.get("input") or "").split()))
-
-
 async def openai_responses(workspace: FakeWorkspace, request: web.Request) -> web.StreamResponse:
     workspace._serve(request)
     body = await workspace._json_body(request)
@@ -44,7 +39,7 @@ async def openai_responses(workspace: FakeWorkspace, request: web.Request) -> we
         raise ApiError(400, "BAD_REQUEST", "input: a string or a list of input items is required.")
     text = reply_text(model)
     response_id, item_id = f"resp_{secrets.token_hex(12)}", f"msg_{secrets.token_hex(12)}"
-    input_tokens, output_tokens = _input_size(body), len(text.split())
+    input_tokens, output_tokens = prompt_size(body), len(text.split())
 
     def response(status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
         done = status == "completed"

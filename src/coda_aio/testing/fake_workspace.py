@@ -706,4 +706,4 @@ def reply_text(model: str) -> str:
 
 def prompt_size(body: dict[str, Any]) -> int:
     """A rough token count of a request, enough for a plausible ``usage`` block."""
-    return max(1, len(json.dumps(body.get("messages") or body.get("contents") or "").split()))
+    return max(1, len(json.dumps(body.get("messages") or body.get("contents") or body.get("input") or "").split()))

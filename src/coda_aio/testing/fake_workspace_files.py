@@ -22,12 +22,12 @@ import base64
 import binascii
 import posixpath
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .fake_workspace import FakeWorkspace
+# fake_workspace imports this module only inside FakeWorkspace.__init__, so this import is not circular.
+from .fake_workspace import ApiError, FakeWorkspace
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 NOTEBOOK_HEADERS = {
@@ -49,16 +49,10 @@ class WorkspaceObject:
     language: str | None = None
 
 
-def _api_error(status: int, code: str, message: str):
-    from .fake_workspace import ApiError
-
-    return ApiError(status, code, message)
-
-
 def normalize(path: object) -> str:
     """``/Workspace/Users/x`` and ``/Users/x`` name the same object."""
     if not isinstance(path, str) or not path.startswith("/"):
-        raise _api_error(400, "INVALID_PARAMETER_VALUE", f"Path ({path}) must be an absolute path.")
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Path ({path}) must be an absolute path.")
     path = posixpath.normpath(path)
     if path == "/Workspace" or path.startswith("/Workspace/"):
         path = path[len("/Workspace"):] or "/"
@@ -66,7 +60,7 @@ def normalize(path: object) -> str:
 
 
 class FakeWorkspaceFiles:
-    def __init__(self, workspace: "FakeWorkspace"):
+    def __init__(self, workspace: FakeWorkspace):
         self._ws = workspace
         self._next_id = 1000
         self.objects: dict[str, WorkspaceObject] = {"/": self._new("DIRECTORY"), "/Users": self._new("DIRECTORY")}
@@ -113,16 +107,13 @@ class FakeWorkspaceFiles:
     def _get(self, path: str) -> WorkspaceObject:
         obj = self.objects.get(path)
         if obj is None:
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", f"Path ({path}) doesn't exist.")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Path ({path}) doesn't exist.")
         return obj
-
-    def _authenticate(self, request: web.Request) -> None:
-        self._ws._authenticate(request)
 
     # --- handlers --------------------------------------------------------------------------
 
     async def _mkdirs(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         body = await self._ws._json_body(request)
         path = normalize(body.get("path"))
         parts = [p for p in path.split("/") if p]
@@ -133,23 +124,23 @@ class FakeWorkspaceFiles:
             if obj is None:
                 self.objects[current] = self._new("DIRECTORY")
             elif obj.object_type != "DIRECTORY":
-                raise _api_error(400, "RESOURCE_ALREADY_EXISTS",
+                raise ApiError(400, "RESOURCE_ALREADY_EXISTS",
                                  f"Cannot create directory {path} because {current} is an existing file.")
         return web.json_response({})
 
     async def _import(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         body = await self._ws._json_body(request)
         path = normalize(body.get("path"))
         fmt = body.get("format") or "SOURCE"
         if fmt not in FORMATS:
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", f"Invalid format {fmt!r}.")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid format {fmt!r}.")
         try:
             content = base64.b64decode(str(body.get("content") or ""), validate=True)
         except (binascii.Error, ValueError):
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", "content must be base64.") from None
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "content must be base64.") from None
         if len(content) > MAX_IMPORT_BYTES:
-            raise _api_error(400, "MAX_NOTEBOOK_SIZE_EXCEEDED",
+            raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED",
                              f"File size imported is ({len(content)} bytes), exceeded max size ({MAX_IMPORT_BYTES} bytes)")
         object_type, language = "FILE", None
         stem, ext = posixpath.splitext(path)
@@ -157,7 +148,7 @@ class FakeWorkspaceFiles:
         if fmt == "SOURCE":
             language = body.get("language")
             if language not in ("PYTHON", "SCALA", "SQL", "R"):
-                raise _api_error(400, "INVALID_PARAMETER_VALUE", "The language field is required for SOURCE imports.")
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "The language field is required for SOURCE imports.")
             object_type = "NOTEBOOK"
         elif fmt == "AUTO" and header is not None and content.startswith(header[0]):
             object_type, language, path = "NOTEBOOK", header[1], stem
@@ -166,13 +157,13 @@ class FakeWorkspaceFiles:
         parent = posixpath.dirname(path)
         parent_obj = self.objects.get(parent)
         if parent_obj is None or parent_obj.object_type != "DIRECTORY":
-            raise _api_error(404, "RESOURCE_DOES_NOT_EXIST", f"The parent folder ({parent}) does not exist.")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"The parent folder ({parent}) does not exist.")
         existing = self.objects.get(path)
         if existing is not None:
             if existing.object_type == "DIRECTORY":
-                raise _api_error(400, "RESOURCE_ALREADY_EXISTS", f"{path} is an existing directory.")
+                raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"{path} is an existing directory.")
             if not body.get("overwrite"):
-                raise _api_error(400, "RESOURCE_ALREADY_EXISTS", f"{path} already exists.")
+                raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"{path} already exists.")
         obj = self._new(object_type, content, language)
         if existing is not None:
             obj.object_id, obj.created_at = existing.object_id, existing.created_at
@@ -180,20 +171,20 @@ class FakeWorkspaceFiles:
         return web.json_response({})
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         path = normalize(request.query.get("path"))
         obj = self._get(path)
         if obj.object_type == "DIRECTORY":
-            raise _api_error(400, "INVALID_PARAMETER_VALUE", "Exporting a directory needs the DBC format here.")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Exporting a directory needs the DBC format here.")
         if len(obj.content) > MAX_IMPORT_BYTES:
-            raise _api_error(400, "MAX_NOTEBOOK_SIZE_EXCEEDED", "The exported data exceeds the size limit.")
+            raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED", "The exported data exceeds the size limit.")
         if request.query.get("direct_download", "").lower() == "true":
             return web.Response(body=obj.content, content_type="application/octet-stream")
         file_type = posixpath.splitext(path)[1].lstrip(".")
         return web.json_response({"content": base64.b64encode(obj.content).decode(), "file_type": file_type})
 
     async def _list(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         path = normalize(request.query.get("path"))
         obj = self._get(path)
         if obj.object_type != "DIRECTORY":
@@ -204,19 +195,19 @@ class FakeWorkspaceFiles:
         return web.json_response({"objects": children} if children else {})
 
     async def _get_status(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         path = normalize(request.query.get("path"))
         return web.json_response(self._info(path, self._get(path)))
 
     async def _delete(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self._ws._authenticate(request)
         body = await self._ws._json_body(request)
         path = normalize(body.get("path"))
         obj = self._get(path)
         prefix = path.rstrip("/") + "/"
         inside = [p for p in self.objects if p.startswith(prefix)]
         if obj.object_type == "DIRECTORY" and inside and not body.get("recursive"):
-            raise _api_error(400, "DIRECTORY_NOT_EMPTY", f"Folder ({path}) is not empty.")
+            raise ApiError(400, "DIRECTORY_NOT_EMPTY", f"Folder ({path}) is not empty.")
         for p in inside:
             del self.objects[p]
         del self.objects[path]
