@@ -383,13 +383,15 @@ def _last_written(lock_fd: int) -> tuple | None:
         return None
 
 
-def _remember_written(lock_fd: int, target: Path) -> None:
+def _remember_written(lock_fd: int, target: Path) -> tuple | None:
+    """Keeps the signature of the file as this write left it; returns it (None: not known)."""
     try:
         sig = _signature(os.stat(target))
     except OSError:
-        return
+        return None
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, " ".join(map(str, sig)).encode(), 0)
+    return sig
 
 
 def update_profile(path: Path, profile: str, values: dict[str, str], *,
@@ -439,8 +441,7 @@ def _update_locked(path: Path, target: Path, profile: str, values: dict[str, str
             finally:
                 discard(tmp)
             sync_folder(target.parent)
-            _remember_written(lock_fd, target)
-            ours = _last_written(lock_fd)
+            ours = _remember_written(lock_fd, target) or ours
             source = _late_write(snap)
             if source is None:
                 return

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import html
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import quote, urlencode
 
 from aiohttp import hdrs, web
@@ -54,9 +55,14 @@ class WebAccess:
         key = load_or_create_key(settings.state_dir / KEY_FILE, prefix=KEY_PREFIX)
         return cls(key, settings.allowed_hosts, settings.bind, settings.port, f"~/.coda/{KEY_FILE}")
 
-    @property
+    # Derived from the key once, not per request (the middleware asks on every one).
+    @cached_property
     def cookie_name(self) -> str:
         return cookie_name(self.key)
+
+    @cached_property
+    def cookie_value(self) -> str:
+        return cookie_value(self.key)
 
     @property
     def start_url(self) -> str:
@@ -68,7 +74,7 @@ class WebAccess:
     def authorized(self, request: web.Request) -> bool:
         """The cookie or a Bearer header holds the key (compared in constant time)."""
         cookie = request.cookies.get(self.cookie_name)
-        if cookie is not None and _same(cookie, cookie_value(self.key)):
+        if cookie is not None and _same(cookie, self.cookie_value):
             return True
         scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
         return scheme.lower() == "bearer" and _same(value.strip(), self.key)
@@ -127,7 +133,7 @@ def _signed_in(request: web.Request, access: WebAccess) -> web.Response:
     response = web.Response(status=302, headers={hdrs.LOCATION: path + (f"?{urlencode(rest)}" if rest else "")})
     response.set_cookie(
         access.cookie_name,
-        cookie_value(access.key),
+        access.cookie_value,
         httponly=True,
         samesite="Strict",
         path="/",
