@@ -40,11 +40,17 @@ class Manifest:
     version: int = MANIFEST_VERSION
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Manifest":
-        data = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: object) -> "Manifest":
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
             raise ValueError("not a coda project manifest this version understands")
         return cls(

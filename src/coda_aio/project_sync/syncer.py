@@ -387,7 +387,7 @@ class ProjectSync:
         def load() -> LocalRecord:
             try:
                 raw = json.loads((self._records_dir / f"{name}.json").read_text())
-                manifest = Manifest.from_bytes(json.dumps(raw["manifest"]).encode()) if raw.get("manifest") else None
+                manifest = Manifest.from_dict(raw["manifest"]) if raw.get("manifest") else None
                 return LocalRecord(manifest, dict(raw.get("stats") or {}), raw.get("signature"))
             except FileNotFoundError:
                 return LocalRecord()
@@ -398,7 +398,7 @@ class ProjectSync:
         return await asyncio.to_thread(load)
 
     async def _save_record(self, name: str, record: LocalRecord) -> None:
-        data = {"manifest": json.loads(record.manifest.to_bytes()) if record.manifest else None,
+        data = {"manifest": record.manifest.to_dict() if record.manifest else None,
                 "stats": record.stats, "signature": record.signature}
         await asyncio.to_thread(write_atomic, self._records_dir / f"{name}.json",
                                 json.dumps(data).encode(), 0o600)
