@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from coda_aio.config import Settings
 from conftest import WEB_KEY, eventually, serving
@@ -93,15 +94,21 @@ async def terminal_lines(page: Page) -> list[str]:
 
 
 async def wait_for_line(page: Page, line: str, timeout: float = 10_000) -> None:
-    """Waits until a rendered row of the visible terminal is exactly `line` (after trimming)."""
-    await page.wait_for_function(
-        """([selector, line]) => {
-            const rows = document.querySelector(selector);
-            return !!rows && [...rows.children].some((row) => row.textContent.replace(/\\u00a0/g, ' ').trim() === line);
-        }""",
-        arg=[ACTIVE_ROWS, line],
-        timeout=timeout,
-    )
+    """Waits until a rendered row of the visible terminal is exactly `line` (after trimming);
+    when it never comes, the failure shows what the terminal did show."""
+    try:
+        await page.wait_for_function(
+            """([selector, line]) => {
+                const rows = document.querySelector(selector);
+                return !!rows && [...rows.children].some((row) => row.textContent.replace(/\\u00a0/g, ' ').trim() === line);
+            }""",
+            arg=[ACTIVE_ROWS, line],
+            timeout=timeout,
+        )
+    except PlaywrightTimeoutError:
+        shown = "\n".join(await terminal_lines(page)).rstrip()
+        state = await page.evaluate("document.body.dataset.terminalState")
+        raise AssertionError(f"no row {line!r} within {timeout / 1000:g} s (page state {state}); the terminal shows:\n{shown}") from None
 
 
 async def run_in_terminal(page: Page, command: str) -> None:
