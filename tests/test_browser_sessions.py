@@ -298,6 +298,14 @@ async def test_a_split_tab_keeps_its_layout_and_each_pane_its_scrollback_across_
     await page.wait_for_function(f"() => document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[1]")
     await start_capture(page, captures[1])
 
+    # Renaming the tab hands the keyboard back to the pane that had it.
+    await page.dblclick(".tab.active .tab-label")
+    await page.keyboard.type("split")
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(
+        f"() => document.querySelectorAll('{PANES}')[1].contains(document.activeElement)"
+        f" && document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[1]")
+
     # The divider: dragged to about a third, then a step right from the keyboard.
     divider = await page.locator(".split-divider").bounding_box()
     split_box = await page.locator(".split").bounding_box()

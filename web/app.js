@@ -321,7 +321,7 @@ class App {
     if (!this.active) return;
     const index = this.tabs.indexOf(this.active) + step;
     if (index >= 0 && index < this.tabs.length) this.moveTab(this.active, index);
-    this.active.focus();
+    this.current.focus();
   }
 
   async openPicker() {
@@ -504,13 +504,13 @@ class App {
   async renameTab(tab, label) {
     if (label === null) {
       this.render();
-      this.active?.focus();
+      this.current?.focus();
       return;
     }
     const previous = tab.label;
     tab.label = label;
     this.render();
-    this.active?.focus();
+    this.current?.focus();
     try {
       await api.renameSession(tab.id, label);
     } catch (err) {
@@ -676,7 +676,7 @@ class App {
   toggleTheme() {
     const light = THEMES[this.settings.theme].kind === 'light';
     this.applySettings({ ...this.settings, theme: light ? 'dark' : 'light' });
-    this.active?.focus();
+    this.current?.focus();
   }
 
   renderThemeToggle() {
