@@ -130,6 +130,19 @@ def test_build_env_drops_every_credential():
     assert base["DATABRICKS_TOKEN"] == "dapi-1"  # the caller's mapping is left alone
 
 
+def test_build_env_drops_ci_markers_so_terminal_programs_stay_interactive():
+    # Started from a CI job (or anything that sets these), the server's terminals still have a
+    # person at them: Gemini CLI, for one, refuses its interactive prompt when it sees them.
+    base = {"PATH": "/bin", "CI": "true", "CONTINUOUS_INTEGRATION": "1", "CI_JOB_ID": "7", "CIRCLE": "kept"}
+    assert build_env(base, {"HOME": "/h"}) == {
+        "PATH": "/bin",
+        "CIRCLE": "kept",
+        "HOME": "/h",
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+    }
+
+
 async def test_echo_runs_in_projects_dir_with_a_real_terminal(manager, home):
     session = await manager.create()
     client = Recorder()

@@ -79,9 +79,20 @@ class SessionClosedError(SessionError):
     pass
 
 
+def is_ci_marker(name: str) -> bool:
+    """A variable that tells programs "no person is here, this is a CI job".
+
+    A terminal always has a person at it, whatever started the server: with ``CI`` or any
+    ``CI_*`` variable set, Ink-based TUIs (Gemini CLI through the ``is-in-ci`` package) refuse
+    interactive mode and exit asking for input on stdin.
+    """
+    return name in ("CI", "CONTINUOUS_INTEGRATION") or name.startswith("CI_")
+
+
 def build_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every terminal: ``base`` plus ``extra``, without any credential."""
-    env = without_secrets({**base, **extra})
+    """The environment of every terminal: ``base`` plus ``extra``, without any credential or
+    CI marker."""
+    env = {name: value for name, value in without_secrets({**base, **extra}).items() if not is_ci_marker(name)}
     env["TERM"] = "xterm-256color"
     env["COLORTERM"] = "truecolor"
     return env
