@@ -279,6 +279,33 @@ async def test_session_limit(home):
         await sessions.close()
 
 
+async def test_an_answer_that_comes_after_its_asker_left_is_not_typed(manager):
+    """A program asking the terminal something reads the answer with line editing off; with it
+    on, the asker has gone and the answer would be echoed and typed into the next reader (a
+    page slower than `vim -c q` left `^[[I` at the shell prompt)."""
+    session = await manager.create()
+    client = Recorder()
+    session.attach(client)
+    await run(session, client, "true")
+    # cat runs with line editing on, as the shell leaves the terminal for any command.
+    session.write(b"cat\r")
+    await eventually(lambda: session.process["command"] == "cat", timeout=5)
+    start = len(client.output)
+    session.write_reply(client, b"\x1b[?1;2c")
+    session.write(b"typed\r")
+    await client.wait_for(b"typed\r\ntyped\r\n", start=start)  # the echo, then cat's copy
+    assert bytes(client.output[start:]) == b"typed\r\ntyped\r\n"
+    await interrupt(session, client)
+
+    # A program that reads keys one by one (here cat after stty -icanon) gets the answer.
+    session.write(b"stty -icanon; cat -v\r")
+    await eventually(lambda: session.process["command"] == "cat -v", timeout=5)
+    start = len(client.output)
+    session.write_reply(client, b"\x1b[?1;2c")
+    await client.wait_for(b"^[[?1;2c", start=start)
+    await interrupt(session, client)
+
+
 async def test_reattach_replays_scrollback_then_live_output(manager):
     session = await manager.create()
     first = Recorder()

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .client_feed import Client, ClientFeed
 from .config import without_secrets
-from .pty_process import foreground_command, session_members, set_window_size, signal_session, spawn
+from .pty_process import edits_lines, foreground_command, session_members, set_window_size, signal_session, spawn
 from .scrollback import Scrollback
 
 log = logging.getLogger(__name__)
@@ -230,9 +230,14 @@ class Session:
         Every attached browser tab parses the same output and answers the same query; only one
         answer may reach the program: the answering client's, the one last focused or typed in
         (or, before any was, the one attached last).
+
+        An answer is dropped while the terminal edits lines: a program waiting for one reads
+        with line editing off (raw or cbreak), so the asker has gone already (``vim -c q``
+        quits before a slow page answers its focus query) and the answer would only be echoed
+        and typed into whatever reads next.
         """
         answerer = self._answerer if self._answerer in self._clients else next(reversed(self._clients), None)
-        if client is answerer:
+        if client is answerer and not edits_lines(self._fd):
             self.write(data)
 
     def pause(self, client: Client) -> None:

@@ -50,6 +50,15 @@ def _take_controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def edits_lines(fd: int) -> bool:
+    """Whether the terminal on ``fd`` is in canonical mode: input is gathered into lines with
+    echo and editing, as when no program has asked for keys one by one."""
+    try:
+        return bool(termios.tcgetattr(fd)[3] & termios.ICANON)
+    except termios.error:
+        return False  # the terminal has hung up: nothing reads there any more
+
+
 def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
