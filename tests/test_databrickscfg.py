@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import http.server
 import threading
 import os
 import stat
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -323,6 +326,39 @@ def test_another_program_writing_at_the_same_time_loses_no_profile(home: Path, s
     assert not lost, f"{len(lost)} profiles lost ({updates} updates, {busy} deferred)"
     assert dict(profiles["coda"]) == NEW
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+
+
+STALLED_WRITER = """
+import sys
+path = sys.argv[1]
+data = open(path).read() + "[p0]\\ntoken = dapi-p0\\n"
+f = open(path, "w")  # the file is empty from here
+print("truncated", flush=True)
+sys.stdin.readline()  # held back, as a busy machine holds a process back
+f.write(data)
+f.close()
+"""
+
+
+def test_a_writer_held_back_between_truncating_and_writing_loses_nothing(home: Path) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[prod]\ntoken = dapi-prod\n")
+    writer = subprocess.Popen([sys.executable, "-c", STALLED_WRITER, str(cfg)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert writer.stdout.readline() == b"truncated\n"
+    # Held back long enough that the empty file's time says nobody is writing it any more.
+    past = time.time() - 0.5
+    os.utime(cfg, (past, past))
+    with ThreadPoolExecutor(1) as pool:
+        update = pool.submit(update_profile, cfg, "coda", NEW)
+        with contextlib.suppress(TimeoutError):
+            update.result(timeout=0.3)  # an update that took the empty file as the truth is done by now
+        writer.communicate(b"go\n", timeout=10)
+        update.result(timeout=10)
+    profiles = configparser.ConfigParser(interpolation=None)
+    profiles.read(cfg)
+    assert profiles.sections() == ["prod", "p0", "coda"]
+    assert dict(profiles["coda"]) == NEW
 
 
 def test_many_concurrent_additions_lose_nothing(home: Path) -> None:

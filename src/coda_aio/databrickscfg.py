@@ -43,6 +43,12 @@ _BOM = "\ufeff"
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 # A file changed more recently than this by someone else may still be being written.
 SETTLE_SECONDS = 0.1
+# An empty file that someone else changed is a writer that truncated it (open "w") and has not
+# written yet, or gave up; a busy machine can hold such a writer back far longer than
+# SETTLE_SECONDS, and taking its empty file as the truth would lose every profile.
+EMPTY_SETTLE_SECONDS = 2.0
+# A writer whose open() found the file just before we replaced it truncates it just after.
+LATE_OPEN_SECONDS = 0.02
 LOCK_TIMEOUT_SECONDS = 10.0
 MAX_ATTEMPTS = 50
 
@@ -313,7 +319,13 @@ def _snapshot(path: Path, target: Path) -> _Snapshot | None:
 def _recently_changed_by_someone_else(snap: _Snapshot, ours: tuple | None) -> bool:
     if snap.stat is None or _signature(snap.stat) == ours:
         return False
-    return time.time() - snap.stat.st_mtime_ns / 1e9 < SETTLE_SECONDS
+    return not _settled(snap.data, snap.stat)
+
+
+def _settled(data: bytes, st: os.stat_result) -> bool:
+    """Whoever wrote this has most likely finished."""
+    age = time.time() - st.st_mtime_ns / 1e9
+    return age >= (SETTLE_SECONDS if data.strip() else EMPTY_SETTLE_SECONDS)
 
 
 def _unchanged(snap: _Snapshot, target: Path) -> bool:
@@ -336,18 +348,18 @@ def _late_write(snap: _Snapshot) -> _Snapshot | None:
     """What a writer that still had the replaced file open put in it after we read it."""
     if snap.fd is None:
         return None
-    deadline = time.monotonic() + 2.0
+    replaced = time.monotonic()
     while True:
         read = _read_whole(snap.fd)
-        if read is None or _same(read, snap):
-            if read is not None:
-                return None  # nobody wrote into it
-        elif time.time() - read[1].st_mtime_ns / 1e9 >= SETTLE_SECONDS:
-            # Settled. An empty file is a writer that truncated and gave up: nothing to merge.
-            return _Snapshot(None, read[0], read[1]) if read[0].strip() else None
-        if time.monotonic() > deadline:
+        if read is not None and not _same(read, snap):
+            if _settled(*read):
+                # An empty file that stayed empty is a writer that gave up: nothing to merge.
+                return _Snapshot(None, read[0], read[1]) if read[0].strip() else None
+        elif read is not None and time.monotonic() - replaced >= LATE_OPEN_SECONDS:
+            return None  # nobody wrote into it
+        if time.monotonic() - replaced > EMPTY_SETTLE_SECONDS + 1.0:
             return None
-        time.sleep(SETTLE_SECONDS / 4)
+        time.sleep(min(LATE_OPEN_SECONDS, SETTLE_SECONDS / 4))
 
 
 @contextlib.contextmanager
