@@ -15,6 +15,7 @@ from typing import Callable, Literal
 from aiohttp import web
 
 from . import service_principal
+from .background import cancel_and_wait
 from .backoff import backoff
 from .app_keys import OWNER
 from .config import Settings
@@ -51,9 +52,7 @@ class OwnerCheck:
             self._task = asyncio.create_task(self._resolve(), name="coda-owner-lookup")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _resolve(self) -> None:
         while self._owner is None:

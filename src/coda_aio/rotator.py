@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
 from . import service_principal
+from .background import cancel_and_wait, sleep_until_woken
 from .backoff import backoff
 from .config import Settings, normalize_host
 from .databrickscfg import ConfigFileError, read_profile
@@ -144,10 +145,7 @@ class Rotator:
         """Stop rotating. Mints in flight finish and are recorded (bounded by the workspace
         timeout); pending revocations are dropped, not rushed: their tokens stay recorded,
         and the next boot revokes them once it has a working token."""
-        tasks = [t for t in [self._task, self._confirming, *self._revoking.values(), *self._pastes.values()] if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._task, self._confirming, *self._revoking.values(), *self._pastes.values())
         if self._minting:
             await asyncio.wait(self._minting, timeout=self._settings.workspace_timeout + 5)
         self._revoking.clear()
@@ -192,14 +190,7 @@ class Rotator:
 
     async def _run(self) -> None:
         while True:
-            timeout = self._seconds_until_next_step()
-            if timeout != 0:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-            self._wake.clear()
+            await sleep_until_woken(self._wake, self._seconds_until_next_step())
             try:
                 await self._step()
             except asyncio.CancelledError:

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Callable, Literal
 
+from .background import cancel_and_wait
 from .backoff import backoff
 from .config import Settings
 from .rotation_state import fingerprint
@@ -90,9 +91,7 @@ class TokenPersistence:
     async def stop(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal, Mapping
 
 from . import databricks_cli
+from .background import cancel_and_wait
 from .config import Settings, without_secrets
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,7 @@ class SetupRunner:
             await asyncio.shield(self._task)
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for process in list(self._processes):
             await _end_process_group(process)
 

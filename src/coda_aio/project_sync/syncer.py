@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Literal
 
+from ..background import cancel_and_wait, sleep_until_woken
 from ..backoff import backoff
 from ..config import Settings
 from ..files import write_atomic
@@ -115,9 +116,7 @@ class ProjectSync:
     async def stop(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     def wake(self) -> None:
         """Look at the repositories now instead of at the next poll."""
@@ -172,12 +171,7 @@ class ProjectSync:
                 self.last_error = _describe(e)
                 delay = backoff(failures, MAX_BACKOFF, base=2.0)
                 log.warning("project sync: %s (retrying in %.0f s)", self.last_error, delay)
-            try:
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await sleep_until_woken(self._wake, delay)
 
     def _files(self) -> WorkspaceFiles:
         assert self._workspace is not None
@@ -495,9 +489,7 @@ async def _bounded(calls: Iterable[Awaitable], limit: int = PARALLEL_CALLS) -> l
     try:
         return await asyncio.gather(*tasks)
     except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         raise
 
 
