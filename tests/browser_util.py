@@ -12,7 +12,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from coda_aio.config import Settings
-from conftest import WEB_KEY, eventually, serving
+from conftest import WEB_KEY, eventually, serving, web_session
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -67,6 +67,13 @@ class PageProblems:
 def printed_url(url: str) -> str:
     """What coda_aio prints at startup: the page's URL with the web key, as a user opens it."""
     return f"{url}/?token={WEB_KEY}"
+
+
+async def sessions(url: str) -> list[dict]:
+    """What GET /api/sessions lists: the server's own account of the terminals."""
+    async with web_session() as client, client.get(f"{url}/api/sessions") as response:
+        assert response.status == 200
+        return await response.json()
 
 
 async def open_terminal_page(browser: Browser, url: str, problems: PageProblems, *init_scripts: str) -> Page:

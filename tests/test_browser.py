@@ -18,20 +18,14 @@ from browser_util import (
     csp_violations,
     open_terminal_page,
     run_in_terminal,
+    sessions,
     terminal_lines,
     wait_for_line,
     wait_for_state,
 )
 from coda_aio import web_routes
-from conftest import web_session
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-async def sessions(url: str) -> list[dict]:
-    async with web_session() as client, client.get(f"{url}/api/sessions") as response:
-        assert response.status == 200
-        return await response.json()
 
 
 async def test_shell_runs_and_page_is_clean(browser, app_url):

@@ -20,6 +20,7 @@ from browser_util import (
     open_terminal_page,
     PageProblems,
     run_in_terminal,
+    sessions,
     start_capture,
     wait_for_line,
     wait_for_state,
@@ -28,13 +29,6 @@ from browser_util import (
 from conftest import web_session
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-async def sessions(url: str) -> list[dict]:
-    async with web_session() as http:
-        async with http.get(f"{url}/api/sessions") as response:
-            assert response.status == 200
-            return await response.json()
 
 
 async def wait_for_command(url: str, session_id: str, command: str, timeout: float = 10) -> None:
