@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_terminal import WEB_AUTH, open_term, pct, ws_echo  # noqa: E402
 
-from coda_aio.setup_steps import AGENT_PACKAGES, low_priority  # noqa: E402
+from coda_aio.agents.setup import AGENT_PACKAGES, low_priority  # noqa: E402
 
 
 

@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from coda_aio.config import Settings  # noqa: E402
-from coda_aio.project_sync.syncer import BUNDLE_PART_BYTES, ProjectSync, _bounded  # noqa: E402
-from coda_aio.project_sync.workspace_files import WorkspaceFiles  # noqa: E402
-from coda_aio.token_store import TokenInfo, TokenStore  # noqa: E402
-from coda_aio.workspace import Workspace  # noqa: E402
+from coda_aio.persistence.project_sync.syncer import BUNDLE_PART_BYTES, ProjectSync, _bounded  # noqa: E402
+from coda_aio.persistence.project_sync.workspace_files import WorkspaceFiles  # noqa: E402
+from coda_aio.credentials.token_store import TokenInfo, TokenStore  # noqa: E402
+from coda_aio.credentials.workspace import Workspace  # noqa: E402
 
 USER = "bench@example.com"
 FAKE_SERVER = """

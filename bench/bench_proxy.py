@@ -63,7 +63,7 @@ async def serve_upstream() -> None:
 
 async def serve_proxy(upstream_url: str, home: str) -> None:
     from coda_aio.proxy import ProxyServer
-    from coda_aio.token_store import TokenInfo, TokenStore
+    from coda_aio.credentials.token_store import TokenInfo, TokenStore
 
     tokens = TokenStore(Path(home) / ".databrickscfg", "coda", upstream_url)
     await tokens.set("dapi-bench-token", TokenInfo())

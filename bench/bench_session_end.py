@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from coda_aio.pty_bridge import SessionManager, build_env  # noqa: E402
-from coda_aio.pty_process import session_members  # noqa: E402
+from coda_aio.pty_bridge import SessionManager  # noqa: E402
+from coda_aio.terminal.environment import build_env  # noqa: E402
+from coda_aio.terminal.pty_process import session_members  # noqa: E402
 
 
 class LagProbe:

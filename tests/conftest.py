@@ -18,7 +18,7 @@ from yarl import URL
 
 from coda_aio.config import Settings
 from coda_aio.testing.fake_workspace import FakeWorkspace
-from coda_aio.web_access import cookie_name, cookie_value
+from coda_aio.access.web_access import cookie_name, cookie_value
 
 USER = "ada@example.com"
 # The web key of every test server (local mode needs one): clients made by `http` and

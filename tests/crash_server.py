@@ -13,7 +13,9 @@ import os
 import signal
 import sys
 
-from coda_aio import rotator, token_store, workspace
+from coda_aio import rotator
+from coda_aio.credentials import token_store
+from coda_aio.credentials import workspace
 from coda_aio.__main__ import main
 
 

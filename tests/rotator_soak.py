@@ -26,12 +26,12 @@ from pathlib import Path
 import aiohttp
 
 from coda_aio.config import Settings
-from coda_aio.databrickscfg import read_profile
+from coda_aio.credentials.databrickscfg import read_profile
 from coda_aio.rotator import TOKEN_COMMENT, ConfigureError, Rotator
 from coda_aio.testing.fake_chaos import Chaos
 from coda_aio.testing.fake_workspace import FakeWorkspace
-from coda_aio.token_store import TokenStore
-from coda_aio.workspace import Workspace
+from coda_aio.credentials.token_store import TokenStore
+from coda_aio.credentials.workspace import Workspace
 
 USER = "ada@example.com"
 # The user's own file: profiles, comments, odd spacing. Everything but [coda] must survive as is.

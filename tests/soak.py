@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from coda_aio.app_keys import PROXY, ROTATOR, TOKENS
+from coda_aio.routes.app_keys import PROXY, ROTATOR, TOKENS
 from coda_aio.config import Settings
 from coda_aio.rotator import TOKEN_COMMENT
 from coda_aio.server import create_app

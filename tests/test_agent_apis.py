@@ -16,9 +16,9 @@ import anthropic
 import openai
 import pytest
 
-from coda_aio.agents import AgentModels
-from coda_aio.app_keys import PROXY, TOKENS
-from coda_aio.server import pty_extra_env
+from coda_aio.agents.configs import AgentModels
+from coda_aio.routes.app_keys import PROXY, TOKENS
+from coda_aio.terminal.environment import coda_env
 from coda_aio.testing.fake_workspace import reply_text
 from conftest import USER, eventually
 
@@ -110,7 +110,7 @@ async def test_openai_chat_completions_json_and_stream(configured, fake):
 async def test_gemini_generate_content_json_and_stream(configured, fake, http):
     """Gemini CLI's wire API, configured as a coda terminal configures it."""
     settings, app = configured
-    env = pty_extra_env(settings)
+    env = coda_env(settings)
     base, key, model = env["GOOGLE_GEMINI_BASE_URL"], env["GEMINI_API_KEY"], env["GEMINI_MODEL"]
     assert env["GEMINI_API_KEY_AUTH_MECHANISM"] == "bearer" and key == app[PROXY].key
     headers = {"Authorization": f"Bearer {key}"}

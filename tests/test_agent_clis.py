@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from coda_aio.app_keys import PROXY
+from coda_aio.routes.app_keys import PROXY
 from conftest import USER
 from terminal_client import open_terminal, run_command
 

@@ -8,8 +8,9 @@ import stat
 import tomllib
 from pathlib import Path
 
-from coda_aio.agent_files import AgentFiles
-from coda_aio.agents import CODING_AGENT_HEADER, AgentModels, terminal_env, write_agent_configs
+from coda_aio.agents.files import AgentFiles
+from coda_aio.agents.configs import CODING_AGENT_HEADER, AgentModels, write_agent_configs
+from coda_aio.terminal.environment import agent_env
 from coda_aio.config import Settings
 
 PROXY_URL = "http://127.0.0.1:4123"
@@ -279,12 +280,12 @@ def test_app_mode_uses_the_real_home(home: Path):
     assert files.env == {}
     assert files.claude_settings == home / ".claude" / "settings.json"
     # Nothing to point at: the terminals' environment gets no agent settings.
-    assert terminal_env(files, PROXY_URL, KEY, AgentModels()) == {}
+    assert agent_env(files, PROXY_URL, KEY, AgentModels()) == {}
 
 
 def test_local_terminal_env_names_the_config_dirs_and_gemini_settings(home: Path):
     files = AgentFiles.for_settings(Settings(home=home))
-    env = terminal_env(files, PROXY_URL + "/", KEY, AgentModels(gemini="g-model"))
+    env = agent_env(files, PROXY_URL + "/", KEY, AgentModels(gemini="g-model"))
     assert env == {
         **files.env,
         "GEMINI_API_KEY": KEY,

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from coda_aio.app_keys import OWNER, PROXY, TOKENS
+from coda_aio.routes.app_keys import OWNER, PROXY, TOKENS
 from coda_aio.config import Settings, take_service_principal
 from terminal_client import open_terminal, run_command
 
@@ -196,7 +196,7 @@ async def test_service_principal_token_mode_end_to_end(app_settings, serve, http
     # A dead token re-bootstraps from the service principal instead of prompting.
     fake.revoke(tokens.token)
     app_rotator_token = tokens.token
-    from coda_aio.app_keys import ROTATOR
+    from coda_aio.routes.app_keys import ROTATOR
     app[ROTATOR].check_soon()
     async with asyncio.timeout(15):
         while tokens.token in (None, app_rotator_token) or tokens.state != "valid":

@@ -23,7 +23,7 @@ from browser_util import (
     wait_for_line,
     wait_for_state,
 )
-from coda_aio import web_routes
+from coda_aio.routes import pages as web_routes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

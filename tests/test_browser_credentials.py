@@ -17,10 +17,10 @@ from browser_util import (
     wait_for_line,
     wait_for_state,
 )
-from coda_aio.app_keys import SETUP
-from coda_aio.databrickscfg import read_profile
+from coda_aio.routes.app_keys import SETUP
+from coda_aio.credentials.databrickscfg import read_profile
 from coda_aio.server import create_app
-from coda_aio.setup_steps import SetupRunner, Step
+from coda_aio.agents.setup import SetupRunner, Step
 from conftest import USER, serving_app, web_session
 
 

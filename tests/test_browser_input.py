@@ -33,10 +33,10 @@ from browser_util import (
     wait_for_state,
 )
 from conftest import USER, eventually, serving, serving_app
-from coda_aio import terminal_routes
-from coda_aio.app_keys import SETUP
+from coda_aio.routes import terminal as terminal_routes
+from coda_aio.routes.app_keys import SETUP
 from coda_aio.server import create_app
-from coda_aio.setup_steps import SetupRunner, Step
+from coda_aio.agents.setup import SetupRunner, Step
 from coda_aio.testing.fake_workspace import FakeWorkspace
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -46,7 +46,7 @@ WEB = REPO / "web"
 
 
 def test_the_installed_package_serves_web_at_the_repository_root():
-    from coda_aio import web_routes
+    from coda_aio.routes import pages as web_routes
 
     assert web_routes.WEB_DIR == WEB
     assert not (REPO / "src" / "coda_aio" / "web").exists(), "the front end moved to web/"
@@ -88,7 +88,7 @@ def test_a_wheel_carries_the_front_end_and_every_package_and_serves_the_page(tmp
         import asyncio, sys
         from aiohttp import web
         from aiohttp.test_utils import TestClient, TestServer
-        from coda_aio import web_routes
+        from coda_aio.routes import pages as web_routes
 
         async def main():
             app = web.Application()

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from coda_aio import databricks_cli
+from coda_aio.agents import databricks_cli
 from coda_aio.config import Settings
-from coda_aio.setup_steps import SetupRunner, databricks_cli_step
+from coda_aio.agents.setup import SetupRunner, databricks_cli_step
 from conftest import USER, free_port, serving_app
 from terminal_client import open_terminal, run_command
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coda_aio.databrickscfg import ConfigFileError, read_profile, render_profile, update_profile
+from coda_aio.credentials.databrickscfg import ConfigFileError, read_profile, render_profile, update_profile
 
 NEW = {"host": "https://ws.example.com", "token": "dapi-new"}
 
@@ -292,7 +292,7 @@ for i in range(n):
 CODA_WRITER = """
 import sys
 from pathlib import Path
-from coda_aio.databrickscfg import update_profile
+from coda_aio.credentials.databrickscfg import update_profile
 path, prefix, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(n):
     update_profile(path, f"{prefix}{i}", {"token": f"dapi-{prefix}{i}"})

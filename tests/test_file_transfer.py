@@ -38,7 +38,8 @@ from conftest import WEB_KEY, eventually, serving, web_session
 from terminal_client import open_terminal, run_command
 from test_app_mode import AS_OTHER, AS_OWNER, app_fake, app_settings, wait_for_owner  # noqa: F401 (fixtures)
 from coda_aio.file_transfer import download_spool
-from coda_aio.file_transfer.routes import DOWNLOAD_TTL_SECONDS, MAX_UPLOAD_BYTES
+from coda_aio.file_transfer.command import DOWNLOAD_TTL_SECONDS
+from coda_aio.routes.files import MAX_UPLOAD_BYTES
 
 in_browser = pytest.mark.asyncio(loop_scope="module")
 

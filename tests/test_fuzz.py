@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coda_aio.web_access import cookie_name
+from coda_aio.access.web_access import cookie_name
 from conftest import WEB_KEY, free_port, web_session
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from coda_aio.app_keys import OWNER, PROJECT_SYNC, ROTATOR, TOKENS
-from coda_aio.project_sync import git_repo
-from coda_aio.project_sync.manifest import Layout, Manifest
-from coda_aio.project_sync.syncer import ProjectSync, refs_signature
+from coda_aio.routes.app_keys import OWNER, PROJECT_SYNC, ROTATOR, TOKENS
+from coda_aio.persistence.project_sync import git_repo
+from coda_aio.persistence.project_sync.manifest import Layout, Manifest
+from coda_aio.persistence.project_sync.syncer import ProjectSync, refs_signature
 from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
-from coda_aio.token_store import TokenInfo, TokenStore
-from coda_aio.workspace import Workspace
+from coda_aio.credentials.token_store import TokenInfo, TokenStore
+from coda_aio.credentials.workspace import Workspace
 from browser_util import chromium, printed_url, wait_for_state
 from conftest import USER, eventually, serving
 from terminal_client import open_terminal, run_command

@@ -25,12 +25,13 @@ import openai
 import pytest
 from aiohttp import web
 
-from coda_aio.agents import write_agent_configs
+from coda_aio.agents.configs import write_agent_configs
 from coda_aio.rotator import Rotator
-from coda_aio.proxy import ProxyServer, is_loopback_host, load_or_create_key
+from coda_aio.key_file import load_or_create_key
+from coda_aio.proxy import ProxyServer, is_loopback_host
 from coda_aio.testing.fake_workspace import BLOB_PATTERN, FakeWorkspace
-from coda_aio.token_store import TokenInfo, TokenStore
-from coda_aio.workspace import Workspace
+from coda_aio.credentials.token_store import TokenInfo, TokenStore
+from coda_aio.credentials.workspace import Workspace
 
 from conftest import eventually, free_port
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import eventually, processes
-from coda_aio.pty_bridge import SessionClosedError, SessionLimitError, SessionManager, build_env
+from coda_aio.pty_bridge import SessionClosedError, SessionLimitError, SessionManager
+from coda_aio.terminal.environment import build_env
 
 # The venv's interpreter: the PTY's $HOME is a temp dir, so pyenv shims for python3 would not work.
 PYTHON = sys.executable
@@ -572,7 +573,8 @@ async def test_events_keep_their_place_in_the_output(manager):
 async def test_ending_a_session_looks_at_proc_once_and_off_the_event_loop(manager, monkeypatch):
     import threading
 
-    from coda_aio import pty_bridge, pty_process
+    from coda_aio import pty_bridge
+    from coda_aio.terminal import pty_process
 
     scans: list[bool] = []  # for each look at /proc: was it on the event loop's thread?
     real = pty_process.session_members

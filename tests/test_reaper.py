@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from coda_aio.reaper import OrphanReaper
+from coda_aio.terminal.reaper import OrphanReaper
 from conftest import eventually, free_port, processes
 
 WEB_KEY = "coda-web-reaper-key-0123456789"

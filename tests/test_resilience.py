@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from coda_aio.app_keys import PROXY, ROTATOR, TOKENS
-from coda_aio.databrickscfg import read_profile
-from coda_aio.rotation_state import fingerprint
+from coda_aio.routes.app_keys import PROXY, ROTATOR, TOKENS
+from coda_aio.credentials.databrickscfg import read_profile
+from coda_aio.credentials.rotation_state import fingerprint
 from coda_aio.rotator import TOKEN_COMMENT
 from test_crash_safety import Server
 from conftest import USER, eventually, web_session

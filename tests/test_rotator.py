@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from coda_aio.databrickscfg import read_profile
-from coda_aio.rotation_state import fingerprint
+from coda_aio.credentials.databrickscfg import read_profile
+from coda_aio.credentials.rotation_state import fingerprint
 from coda_aio.rotator import TOKEN_COMMENT, ConfigureError, Rotator
-from coda_aio.token_store import TokenStore
-from coda_aio.workspace import Workspace
+from coda_aio.credentials.token_store import TokenStore
+from coda_aio.credentials.workspace import Workspace
 from conftest import USER, eventually
 
 FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace_timeout=1.0)
@@ -222,7 +222,7 @@ async def test_databricks_sdk_follows_every_rotation(harness, fake, home: Path):
     with the token that is current right after each rotation."""
     script = (
         "from databricks.sdk import WorkspaceClient\n"
-        "from coda_aio.rotation_state import fingerprint\n"
+        "from coda_aio.credentials.rotation_state import fingerprint\n"
         "w = WorkspaceClient(profile='coda')\n"
         "print(w.current_user.me().user_name, fingerprint(w.config.token))\n"
     )
@@ -428,7 +428,7 @@ async def test_a_spaced_section_header_is_not_our_profile(harness, fake, home: P
 
 
 async def test_an_unexpected_error_in_the_profile_editor_costs_a_flush_not_the_token(harness, fake, monkeypatch):
-    import coda_aio.token_store as token_store_module
+    import coda_aio.credentials.token_store as token_store_module
 
     def broken(*args, **kwargs):
         raise KeyError("coda")  # what the old section finder raised on "[ coda ]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from coda_aio.scrollback import SAFE_SCAN, Scrollback
+from coda_aio.terminal.scrollback import SAFE_SCAN, Scrollback
 
 # Every kind of sequence a colourful program writes, with multi-byte text between them.
 LINE = (

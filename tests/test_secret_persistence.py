@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from coda_aio.app_keys import OWNER, ROTATOR, TOKEN_PERSISTENCE, TOKENS
+from coda_aio.routes.app_keys import OWNER, ROTATOR, TOKEN_PERSISTENCE, TOKENS
 from conftest import USER, eventually, serving
 from terminal_client import open_terminal, run_command
 

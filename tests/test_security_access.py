@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from coda_aio.app_keys import PROXY, SESSIONS, TOKENS, WEB_ACCESS
+from coda_aio.routes.app_keys import PROXY, SESSIONS, TOKENS, WEB_ACCESS
 from coda_aio.config import ConfigError, Settings
 from coda_aio.host_check import host_allowed, is_loopback_host, parse_allowed_hosts
-from coda_aio.web_access import cookie_name
+from coda_aio.access.web_access import cookie_name
 from conftest import USER, WEB_KEY
 from terminal_client import open_terminal, run_command
 
@@ -194,7 +194,7 @@ async def test_the_key_is_random_kept_0600_and_reused(make_settings, serve, home
             assert r.status == 200
         async with http.get(f"{url}/api/sessions", headers=BEARER) as r:
             assert r.status == 401
-    from coda_aio.web_access import WebAccess
+    from coda_aio.access.web_access import WebAccess
 
     assert WebAccess.for_settings(settings).key == key  # a restart reuses it
 

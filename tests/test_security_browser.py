@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from browser_util import PageProblems, chromium, printed_url, serve, wait_for_state
-from coda_aio.app_keys import SESSIONS
+from coda_aio.routes.app_keys import SESSIONS
 from conftest import free_port, serving, serving_app
 
 pytestmark = pytest.mark.asyncio

@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from coda_aio.app_keys import PROXY, ROTATOR, TOKENS
+from coda_aio.routes.app_keys import PROXY, ROTATOR, TOKENS
 from terminal_client import open_terminal, run_command
 from conftest import USER, eventually
 

@@ -12,9 +12,9 @@ import pytest
 
 from aiohttp import web
 
-from coda_aio.app_keys import SETUP
-from coda_aio.setup_routes import add_routes
-from coda_aio.setup_steps import SetupRunner, Step, StepFailed, agent_install_steps, low_priority
+from coda_aio.routes.app_keys import SETUP
+from coda_aio.routes.setup import add_routes
+from coda_aio.agents.setup import SetupRunner, Step, StepFailed, agent_install_steps, low_priority
 
 
 def by_id(runner: SetupRunner) -> dict[str, dict]:

@@ -14,13 +14,14 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from coda_aio import terminal_routes
-from coda_aio.app_keys import ROTATOR, SESSIONS
+from coda_aio.routes import terminal as terminal_routes
+from coda_aio.routes.app_keys import ROTATOR, SESSIONS
 from coda_aio.config import Settings
-from coda_aio.origin import same_origin_only
-from coda_aio.pty_bridge import SessionManager, build_env
+from coda_aio.access.origin import same_origin_only
+from coda_aio.pty_bridge import SessionManager
+from coda_aio.terminal.environment import build_env
 from coda_aio.rotator import Rotator
-from coda_aio.token_store import TokenStore
+from coda_aio.credentials.token_store import TokenStore
 
 PYTHON = sys.executable
 TEN_MB = 10 * 1024 * 1024
@@ -38,7 +39,7 @@ def make_app(home: Path, max_sessions: int = 4, **limits) -> web.Application:
     )
     # As create_app has it; with no workspace, creating a terminal does not check the token.
     app[ROTATOR] = Rotator(Settings(home=home), TokenStore(home / ".databrickscfg", "coda", None))
-    terminal_routes.add_routes(app)
+    terminal_routes.add_routes(app, heartbeat=Settings(home=home).ws_heartbeat)
 
     async def sessions_ctx(app: web.Application):
         await app[SESSIONS].start()

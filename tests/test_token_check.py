@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from coda_aio.app_keys import ROTATOR, TOKENS
+from coda_aio.routes.app_keys import ROTATOR, TOKENS
 from conftest import USER, serving
 from terminal_client import open_terminal
 

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 from coda_aio.testing.fake_workspace import FakeWorkspace, ManualClock
-from coda_aio.workspace import (
+from coda_aio.credentials.workspace import (
     MintedToken,
     TokenRejected,
     Workspace,

@@ -11,11 +11,11 @@ from typing import Awaitable
 
 from aiohttp import web
 
-from . import secrets_handoff
-from .config import ConfigError, Settings, take_service_principal
-from .ports import port_problem
-from .reaper import orphan_reaper_ctx
-from .web_access import WebAccess
+from coda_aio.access import secrets_handoff
+from coda_aio.config import ConfigError, Settings, take_service_principal
+from coda_aio.ports import port_problem
+from coda_aio.terminal.reaper import orphan_reaper_ctx
+from coda_aio.access.web_access import WebAccess
 
 DEMO_USER = "demo.user@example.com"
 
@@ -43,11 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def build_app(settings: Settings) -> web.Application:
-    from .server import create_app
+    from coda_aio.server import create_app
 
     if not settings.demo_workspace:
         return create_app(settings)
-    from .testing.fake_workspace import FakeWorkspace
+    from coda_aio.testing.fake_workspace import FakeWorkspace
 
     fake = FakeWorkspace()
     fake.add_user(DEMO_USER)

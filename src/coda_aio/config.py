@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from .host_check import parse_allowed_hosts
+from coda_aio.host_check import parse_allowed_hosts
 
 # Variables that carry credentials. They are never passed to a PTY, and the service
 # principal pair is removed from os.environ at startup (see take_service_principal).

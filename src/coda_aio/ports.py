@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from .config import Settings
+from coda_aio.config import Settings
 
 
 def port_problem(settings: Settings) -> str | None:

@@ -35,11 +35,11 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .host_check import host_allowed, is_loopback_host
-from .proxy_key import load_or_create_key
-from .token_store import TokenStore
+from coda_aio.host_check import host_allowed, is_loopback_host
+from coda_aio.key_file import load_or_create_key
+from coda_aio.credentials.token_store import TokenStore
 
-__all__ = ["ProxyServer", "load_or_create_key", "is_loopback_host"]
+__all__ = ["ProxyServer", "is_loopback_host"]
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .client_feed import Client, ClientFeed
-from .config import without_secrets
-from .pty_process import edits_lines, foreground_command, session_members, set_window_size, signal_session, spawn
-from .scrollback import Scrollback
+from coda_aio.terminal.client_feed import Client, ClientFeed
+from coda_aio.terminal.pty_process import edits_lines, foreground_command, session_members, set_window_size, signal_session, spawn
+from coda_aio.terminal.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +76,6 @@ class SessionStartError(SessionError):
 
 class SessionClosedError(SessionError):
     pass
-
-
-def is_ci_marker(name: str) -> bool:
-    """A variable that tells programs "no person is here, this is a CI job".
-
-    A terminal always has a person at it, whatever started the server: with ``CI`` or any
-    ``CI_*`` variable set, Ink-based TUIs (Gemini CLI through the ``is-in-ci`` package) refuse
-    interactive mode and exit asking for input on stdin.
-    """
-    return name in ("CI", "CONTINUOUS_INTEGRATION") or name.startswith("CI_")
-
-
-def build_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every terminal: ``base`` plus ``extra``, without any credential or
-    CI marker."""
-    env = {name: value for name, value in without_secrets({**base, **extra}).items() if not is_ci_marker(name)}
-    env["TERM"] = "xterm-256color"
-    env["COLORTERM"] = "truecolor"
-    return env
 
 
 def clean_label(label: object) -> str:

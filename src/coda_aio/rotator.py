@@ -35,14 +35,14 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
-from . import service_principal
-from .background import cancel_and_wait, sleep_until_woken
-from .backoff import backoff
-from .config import Settings, normalize_host
-from .databrickscfg import ConfigFileError, read_profile
-from .rotation_state import MintedRecord, RotationState, StateFile, fingerprint
-from .token_store import Secret, TokenInfo, TokenStore
-from .workspace import MintedToken, TokenRejected, Workspace, WorkspaceError, user_name
+from coda_aio.credentials import service_principal
+from coda_aio.background import cancel_and_wait, sleep_until_woken
+from coda_aio.backoff import backoff
+from coda_aio.config import Settings, normalize_host
+from coda_aio.credentials.databrickscfg import ConfigFileError, read_profile
+from coda_aio.credentials.rotation_state import MintedRecord, RotationState, StateFile, fingerprint
+from coda_aio.credentials.token_store import Secret, TokenInfo, TokenStore
+from coda_aio.credentials.workspace import MintedToken, TokenRejected, Workspace, WorkspaceError, user_name
 
 log = logging.getLogger(__name__)
 

@@ -16,23 +16,32 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import __version__, credential_routes, setup_routes, terminal_routes, web_routes
-from .agent_files import AgentFiles
-from .agents import AgentModels, terminal_env, write_agent_configs
-from .app_keys import OWNER, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKENS, WEB_ACCESS, WORKSPACE
-from .config import Settings
-from .origin import same_origin_only
-from .owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
-from .proxy import ProxyServer, load_or_create_key
-from . import restart_persistence
-from .file_transfer import routes as file_transfer  # issue 12: files in and out of terminals
-from .pty_bridge import SessionManager, build_env
-from .rotator import Rotator
-from .setup_steps import SetupRunner, agent_install_steps
-from .token_store import TokenStore
-from .web_access import WebAccess, known_host_only, web_key_required
-from .web_json import json_error
-from .workspace import Workspace
+from coda_aio import __version__
+from coda_aio.routes import credentials as credential_routes
+from coda_aio.routes import setup as setup_routes
+from coda_aio.routes import terminal as terminal_routes
+from coda_aio.routes import pages as web_routes
+from coda_aio.agents.files import AgentFiles
+from coda_aio.agents.configs import AgentModels, write_agent_configs
+from coda_aio.routes.app_keys import (
+    OWNER, PROJECT_SYNC, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKEN_PERSISTENCE, TOKENS, WEB_ACCESS, WORKSPACE,
+)
+from coda_aio.persistence.project_sync.syncer import ProjectSync
+from coda_aio.persistence.secret_scope import TokenPersistence
+from coda_aio.config import Settings
+from coda_aio.access.origin import same_origin_only
+from coda_aio.access.owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
+from coda_aio.proxy import ProxyServer
+from coda_aio.routes import persistence as restart_persistence
+from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
+from coda_aio.pty_bridge import SessionManager
+from coda_aio.terminal.environment import terminal_env
+from coda_aio.rotator import Rotator
+from coda_aio.agents.setup import SetupRunner, agent_install_steps
+from coda_aio.credentials.token_store import TokenStore
+from coda_aio.access.web_access import WebAccess, local_access_middlewares
+from coda_aio.web_json import json_error
+from coda_aio.credentials.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +189,26 @@ async def rotator_ctx(app: web.Application) -> AsyncIterator[None]:
     await rotator.stop()
 
 
+async def token_persistence_ctx(app: web.Application) -> AsyncIterator[None]:
+    persistence = TokenPersistence(app[SETTINGS], app[TOKENS])
+    persistence.attach(app.get(WORKSPACE))
+    app[TOKEN_PERSISTENCE] = persistence
+    if persistence.enabled:
+        app[ROTATOR].restore_profile = persistence.restore_profile
+    await persistence.start()
+    yield
+    await persistence.stop()
+
+
+async def project_sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    sync = ProjectSync(app[SETTINGS], app[TOKENS])
+    sync.attach(app.get(WORKSPACE))
+    app[PROJECT_SYNC] = sync
+    await sync.start()
+    yield
+    await sync.stop()
+
+
 async def setup_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = app[SETUP]
     runner.start()
@@ -189,7 +218,9 @@ async def setup_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     # Who may come in: in App mode the owner; locally a loopback Host, then the web key.
-    access = [owner_middleware] if settings.app_mode else [known_host_only, web_key_required]
+    owner = OwnerCheck(settings)
+    web_access = None if settings.app_mode else WebAccess.for_settings(settings)
+    access = [owner_middleware(owner)] if web_access is None else local_access_middlewares(web_access)
     app = web.Application(
         middlewares=[json_errors, *access, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
@@ -197,16 +228,16 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.on_response_prepare.append(security_headers)
-    if not settings.app_mode:
-        app[WEB_ACCESS] = WebAccess.for_settings(settings)
+    if web_access is not None:
+        app[WEB_ACCESS] = web_access
     tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
     app[TOKENS] = tokens
-    app[OWNER] = OwnerCheck(settings)
+    app[OWNER] = owner
     app[SESSIONS] = SessionManager(
         max_sessions=settings.max_sessions,
         idle_timeout=settings.idle_timeout,
         cwd=settings.projects_dir,
-        env=build_env(os.environ, pty_extra_env(settings)),
+        env=terminal_env(settings),
     )
     app[ROTATOR] = Rotator(settings, tokens)
     steps = agent_install_steps(settings) if settings.install_agents else []
@@ -214,8 +245,8 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.extend(
         [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx,
-         restart_persistence.token_persistence_ctx,  # before the rotator: gives it its boot hook
-         rotator_ctx, setup_ctx, restart_persistence.project_sync_ctx,
+         token_persistence_ctx,  # before the rotator: gives it its boot hook
+         rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]
     )
 
@@ -230,23 +261,5 @@ def create_app(settings: Settings) -> web.Application:
     file_transfer.add_routes(app)
     web_routes.add_routes(app)
     return app
-
-
-def pty_extra_env(settings: Settings) -> dict[str, str]:
-    """What every terminal gets on top of the (scrubbed) process environment."""
-    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    extra = {
-        "HOME": str(settings.home),
-        # coda's own commands (coda-download) first, then the agent CLIs npm installs.
-        "PATH": f"{file_transfer.bin_dir(settings)}:{settings.npm_prefix / 'bin'}:{path}",
-        "DATABRICKS_CONFIG_PROFILE": settings.profile,
-    }
-    if settings.host:
-        extra["DATABRICKS_HOST"] = settings.host
-    # Locally each agent CLI reads coda's config directory under ~/.coda, not the user's own.
-    files = AgentFiles.for_settings(settings)
-    key = load_or_create_key(settings.state_dir / "proxy-key") if files.env else ""
-    extra.update(terminal_env(files, settings.proxy_url, key, AgentModels.from_env(os.environ)))
-    return extra
 
 

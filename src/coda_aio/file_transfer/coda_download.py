@@ -1,6 +1,6 @@
 """``coda-download FILE...``: the browser showing this terminal downloads each FILE.
 
-Run as a command inside a terminal (the wrapper that ``routes.install_command`` puts on the
+Run as a command inside a terminal (the wrapper that ``command.install_command`` puts on the
 terminals' PATH calls ``main``). It needs no credential: it only writes an entry into the
 private spool and prints an escape sequence carrying the entry's random id, which the page
 turns into one authenticated fetch.
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .download_spool import DownloadRefused, open_regular_file, osc_sequence, register
+from coda_aio.file_transfer.download_spool import DownloadRefused, open_regular_file, osc_sequence, register
 
 USAGE = """usage: coda-download FILE...
 Downloads each FILE to the computer whose browser shows this terminal.

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import discard, write_atomic
+from coda_aio.files import discard, write_atomic
 
 # The private OSC number of the download sequence: ESC ] 7717 ; download ; <id> BEL.
 # web/file_transfer.js registers the same number with xterm.js.

@@ -17,8 +17,8 @@ import aiofiles
 import aiofiles.os
 import aiofiles.tempfile
 
-from ..files import discard, sync_folder
-from .names import candidates
+from coda_aio.files import discard, sync_folder
+from coda_aio.file_transfer.names import candidates
 
 # Past this many taken names something else is wrong (a full folder of one name): give up.
 MAX_NAME_TRIES = 10_000

@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .fake_workspace import Fault
+from coda_aio.testing.fake_workspace import Fault
 
 KINDS = ("500", "503", "429", "hang", "reset")
 TOKEN_ROUTES = ("me", "token_create", "token_delete", "token_list")

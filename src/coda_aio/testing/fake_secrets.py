@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 # fake_workspace imports this module only inside FakeWorkspace.__init__, so this import is not circular.
-from .fake_workspace import ApiError, FakeWorkspace
+from coda_aio.testing.fake_workspace import ApiError, FakeWorkspace
 
 PERMISSIONS = ("READ", "WRITE", "MANAGE")
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 # fake_workspace imports this module only inside make_app, so this import is not circular.
-from .fake_workspace import ApiError, FakeWorkspace, prompt_size, reply_text
+from coda_aio.testing.fake_workspace import ApiError, FakeWorkspace, prompt_size, reply_text
 
 RESPONSES_PATH = "/serving-endpoints/responses"
 ROUTE_RESPONSES = "serving.responses"

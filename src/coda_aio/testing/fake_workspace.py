@@ -203,8 +203,8 @@ class FakeWorkspace:
         self.url: str | None = None
 
         # Secrets and workspace files (issue 13) live in their own modules.
-        from .fake_secrets import FakeSecrets
-        from .fake_workspace_files import FakeWorkspaceFiles
+        from coda_aio.testing.fake_secrets import FakeSecrets
+        from coda_aio.testing.fake_workspace_files import FakeWorkspaceFiles
 
         self.secrets = FakeSecrets(self)
         self.files = FakeWorkspaceFiles(self)
@@ -302,7 +302,7 @@ class FakeWorkspace:
         add("GET", "/serving-endpoints/blob", self._blob, name="serving.blob")
         add("POST", "/serving-endpoints/{name}/invocations", self._openai_chat, name="serving.invocations")
         # The OpenAI Responses API (Codex) lives in its own module; imported here because it imports this one.
-        from . import fake_serving
+        from coda_aio.testing import fake_serving
 
         fake_serving.add_routes(app, self)
         self.secrets.add_routes(app)

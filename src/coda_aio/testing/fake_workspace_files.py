@@ -27,7 +27,7 @@ from typing import Literal
 from aiohttp import web
 
 # fake_workspace imports this module only inside FakeWorkspace.__init__, so this import is not circular.
-from .fake_workspace import ApiError, FakeWorkspace
+from coda_aio.testing.fake_workspace import ApiError, FakeWorkspace
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 NOTEBOOK_HEADERS = {

@@ -1,0 +1,96 @@
+"""App mode: only the app's owner may use it; everyone else is refused, and so is everyone
+until the owner is known (fail closed).
+
+The Databricks Apps front end authenticates users and forwards their identity in
+``X-Forwarded-Email``. The owner is the app's ``creator``, looked up with the app's
+service principal; the lookup is retried in the background until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Literal
+
+from aiohttp import web
+
+from coda_aio.credentials import service_principal
+from coda_aio.background import cancel_and_wait
+from coda_aio.backoff import backoff
+from coda_aio.config import Settings
+from coda_aio.access.web_access import PUBLIC_PATHS
+
+log = logging.getLogger(__name__)
+
+IDENTITY_HEADER = "X-Forwarded-Email"
+# Reachable without the owner check: the platform's health probe carries no identity.
+
+OwnerStatus = Literal["disabled", "pending", "ok"]
+
+
+class OwnerCheck:
+    def __init__(self, settings: Settings, *, lookup: Callable[[Settings], str] = service_principal.app_creator):
+        self._settings = settings
+        self._lookup = lookup
+        self._owner: str | None = None
+        self._task: asyncio.Task | None = None
+        self.last_error: str | None = None
+        self.attempts = 0
+
+    @property
+    def status(self) -> OwnerStatus:
+        if not self._settings.app_mode:
+            return "disabled"
+        return "ok" if self._owner else "pending"
+
+    def allows(self, email: str | None) -> bool:
+        return bool(email and self._owner and email.strip().lower() == self._owner)
+
+    async def start(self) -> None:
+        if self._settings.app_mode:
+            self._task = asyncio.create_task(self._resolve(), name="coda-owner-lookup")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+
+    async def _resolve(self) -> None:
+        while self._owner is None:
+            self.attempts += 1
+            try:
+                owner = await asyncio.to_thread(self._lookup, self._settings)
+                self._owner = owner.strip().lower()
+                self.last_error = None
+                log.info("owner check ready")  # the address itself is not logged
+            except Exception as e:  # any failure means "not yet": keep refusing, keep trying
+                self.last_error = f"{type(e).__name__}: {e}"
+                delay = backoff(self.attempts, 30.0)
+                log.warning("owner lookup failed (%s); retrying in %.0f s", self.last_error, delay)
+                await asyncio.sleep(delay)
+
+
+def owner_middleware(owner: OwnerCheck):
+    """The App-mode gate, bound to the app's owner check."""
+
+    @web.middleware
+    async def only_the_owner(request: web.Request, handler) -> web.StreamResponse:
+        return await _gate(owner, request, handler)
+
+    return only_the_owner
+
+
+async def _gate(owner: OwnerCheck, request: web.Request, handler) -> web.StreamResponse:
+    if owner.status == "disabled" or request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if owner.status == "pending":
+        return web.json_response(
+            {"error": "coda_aio is still confirming who owns this app; try again in a few seconds."},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    if not owner.allows(request.headers.get(IDENTITY_HEADER)):
+        # Never name the owner: the refusal must not reveal whose terminal this is.
+        return web.json_response(
+            {"error": "This coda_aio app is private to the user who created it; you are not that user."},
+            status=403,
+        )
+    return await handler(request)

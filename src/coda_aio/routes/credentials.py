@@ -1,0 +1,62 @@
+"""``/api/pat-status`` and ``/api/configure-pat``: the first-use credential flow."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from coda_aio.routes.app_keys import OWNER, ROTATOR, SETTINGS, TOKENS
+from coda_aio.rotator import ConfigureError
+from coda_aio.web_json import json_error, read_json_object
+
+# The workspace page where a user creates a personal access token.
+TOKEN_PAGE_PATH = "/settings/user/developer/access-tokens"
+
+
+async def pat_status(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    tokens = request.app[TOKENS]
+    # A token the workspace last accepted over 30 s ago is checked first (a refusal turns the
+    # state invalid); an unreachable workspace leaves the state as it was and says so.
+    check = await request.app[ROTATOR].confirm()
+    return web.json_response(
+        {
+            "check": {"result": check.result, "message": check.message},
+            # True while the saved token waits for the workspace to answer (no paste needed yet).
+            "checking_saved_token": request.app[ROTATOR].booting,
+            "configured": tokens.state != "missing",
+            "valid": tokens.state == "valid",
+            "user": tokens.info.user,
+            "workspace_host": settings.host,
+            "token_page_url": f"{settings.host}{TOKEN_PAGE_PATH}" if settings.host else None,
+            "last_error": request.app[ROTATOR].last_error or tokens.flush_error,
+        }
+    )
+
+
+async def configure_pat(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    token = body.get("token")
+    if not isinstance(token, str):
+        return json_error(400, 'Send {"token": "<your personal access token>"}.')
+    owner = request.app[OWNER] if request.app[SETTINGS].app_mode else None
+
+    def refuse_user(user: str) -> str | None:
+        """App mode: the app acts, rotates and proxies as whoever owns the pasted token, so it
+        must be the owner's (checked before anything is changed; the token is left as it was)."""
+        if owner is None or owner.allows(user):
+            return None
+        return (f"This token belongs to {user}, not to the owner of this app: coda_aio would act as {user}. "
+                "Paste a token of your own. Nothing was changed, and that token was left as it was.")
+
+    try:
+        result = await request.app[ROTATOR].configure(token, refuse_user)
+    except ConfigureError as e:
+        return json_error(e.status, e.message)
+    return web.json_response(
+        {"status": "ok", "user": result.user, "pasted_token": result.pasted_token, "message": result.message}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/pat-status", pat_status)
+    app.router.add_post("/api/configure-pat", configure_pat)
