@@ -202,3 +202,56 @@ async def test_service_principal_token_mode_end_to_end(app_settings, serve, http
         while tokens.token in (None, app_rotator_token) or tokens.state != "valid":
             await asyncio.sleep(0.05)
     assert fake.is_live(tokens.token)
+
+
+async def test_an_identity_header_sent_twice_or_as_a_list_is_refused(app_settings, serve, http):
+    """Issue 24: with two X-Forwarded-Email headers the first won, so "the owner, then me" got in."""
+    url, app = await serve(app_settings())
+    await wait_for_owner(app)
+    owner, other = AS_OWNER["X-Forwarded-Email"], AS_OTHER["X-Forwarded-Email"]
+    ambiguous = [
+        [("X-Forwarded-Email", owner), ("X-Forwarded-Email", other)],
+        [("X-Forwarded-Email", other), ("X-Forwarded-Email", owner)],
+        [("X-Forwarded-Email", owner), ("X-Forwarded-Email", owner)],
+        [("X-Forwarded-Email", f"{owner}, {other}")],
+        [("X-Forwarded-Email", f"{owner},")],
+    ]
+    for headers in ambiguous:
+        for method, path in ROUTES:
+            async with http.request(method, f"{url}{path}", headers=headers, json={}) as r:
+                body = await r.json()
+                assert r.status == 400, (method, path, headers, r.status)
+                assert "more than once" in body["error"] and "owner.person" not in body["error"].lower()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            await http.ws_connect(f"{url}/api/sessions/xyz/ws", headers=headers)
+        assert e.value.status == 400
+        async with http.get(f"{url}/health", headers=headers) as r:  # the probe's answer, no detail
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+    async with http.get(f"{url}/api/sessions", headers=AS_OWNER) as r:
+        assert r.status == 200
+
+
+async def test_look_alike_addresses_are_not_the_owner(make_settings, fake, serve, http, monkeypatch):
+    """Issue 24: str.lower() folds the Kelvin sign (U+212A) to "k", so "\u212aim@..." passed for kim@...;
+    addresses are compared case-insensitively in ASCII only."""
+    fake.add_user("Kim@Example.com")
+    fake.add_user("\u212aim@example.com")
+    fake.add_service_principal(CLIENT_ID, CLIENT_SECRET)
+    fake.add_app("kims-coda", creator="Kim@Example.com", service_principal_client_id=CLIENT_ID)
+    url, app = await serve(make_settings(host=fake.url, app_name="kims-coda", client_id=CLIENT_ID,
+                                         client_secret=CLIENT_SECRET, profile="DEFAULT"))
+    await wait_for_owner(app)
+    for look_alike in ("\u212aim@example.com", "kim@example.co\u1d0d", "kim@\uff45xample.com"):
+        async with http.get(f"{url}/api/sessions", headers={"X-Forwarded-Email": look_alike}) as r:
+            assert r.status == 403, look_alike
+        async with http.get(f"{url}/health", headers={"X-Forwarded-Email": look_alike}) as r:
+            assert await r.json() == {"status": "ok"}
+    for same in ("kim@example.com", "KIM@EXAMPLE.COM", " Kim@Example.com"):
+        async with http.get(f"{url}/api/sessions", headers={"X-Forwarded-Email": same}) as r:
+            assert r.status == 200, same
+    # A token of the look-alike user is not the owner's either: nothing is configured.
+    pat = fake.issue_pat("\u212aim@example.com")
+    async with http.post(f"{url}/api/configure-pat", json={"token": pat},
+                         headers={"X-Forwarded-Email": "kim@example.com"}) as r:
+        assert r.status == 403
+    assert app[TOKENS].state == "missing" and fake.is_live(pat)
