@@ -255,3 +255,32 @@ async def test_look_alike_addresses_are_not_the_owner(make_settings, fake, serve
                          headers={"X-Forwarded-Email": "kim@example.com"}) as r:
         assert r.status == 403
     assert app[TOKENS].state == "missing" and fake.is_live(pat)
+
+
+async def test_an_agent_cannot_mint_a_token_of_the_apps_identity(app_settings, serve, http, fake):
+    """Issue 24: in service-principal mode an agent created, through the proxy, a token of the
+    app's service principal that never expires (no lifetime_seconds)."""
+    url, app = await serve(app_settings(auth_mode="service-principal"))
+    await wait_for_owner(app)
+    tokens = app[TOKENS]
+    async with asyncio.timeout(15):
+        while tokens.state != "valid":
+            await asyncio.sleep(0.05)
+    proxy = app[PROXY]
+    before = [t["token_id"] for t in fake.live_tokens(CLIENT_ID)]
+    minted_before = fake.minted_count
+    agent = {"Authorization": f"Bearer {proxy.key}"}
+    async with http.post(f"{proxy.url}/api/2.0/token/create", json={"comment": "forever"}, headers=agent) as r:
+        body = await r.json()
+        assert r.status == 403 and "create credentials" in body["error"] and "token/create" in body["error"]
+    async with http.post(f"{proxy.url}/api/2.0/token-management/on-behalf-of/tokens",
+                         json={"application_id": CLIENT_ID}, headers=agent) as r:
+        assert r.status == 403
+    async with http.post(f"{proxy.url}/oidc/v1/token", data={"grant_type": "client_credentials"},
+                         headers=agent) as r:
+        assert r.status == 403
+    assert fake.minted_count == minted_before
+    assert [t["token_id"] for t in fake.live_tokens(CLIENT_ID)] == before
+    # The agent's ordinary work goes on as the app.
+    async with http.get(f"{proxy.url}/api/2.0/preview/scim/v2/Me", headers=agent) as r:
+        assert r.status == 200 and (await r.json())["userName"] == CLIENT_ID

@@ -24,6 +24,7 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from coda_aio.agents.configs import write_agent_configs
 from coda_aio.rotator import Rotator
@@ -465,6 +466,64 @@ async def test_gateway_prefix_routes_to_the_gateway_host(home: Path, upstream: U
         await with_gateway.stop()
         await without.stop()
         await workspace.stop()
+
+
+# --- what agents may not do ------------------------------------------------------------
+
+MINTING_CALLS = [
+    ("POST", "/api/2.0/token/create"),
+    ("POST", "/api/2.0/token/create/"),
+    ("POST", "//api/2.0//token/create"),
+    ("POST", "/api/2.0/./token/create"),
+    ("POST", "/api/2.0/x/../token/create"),
+    ("POST", "/api/2.0/token%2Fcreate"),
+    ("POST", "/api/2.0/%74oken/create"),
+    ("POST", "/API/2.0/Token/Create"),
+    ("POST", "/api/2.0/token;v=1/create"),
+    ("POST", "/api/2.1/token/create"),
+    ("POST", "/api/2.0/preview/token/create"),
+    ("POST", "/api/2.0/token-management/on-behalf-of/tokens"),
+    ("POST", "/api/2.0/accounts/servicePrincipals/123/credentials/secrets"),
+    ("POST", "/api/2.0/credentials-manager/exchange-tokens/token"),
+    ("POST", "/oidc/v1/token"),
+    ("POST", "/oidc/oauth2/v2.0/token"),
+    ("GET", "/oidc/v1/authorize?client_id=databricks-cli"),
+]
+ORDINARY_CALLS = [
+    ("GET", "/api/2.0/token/list"),
+    ("GET", "/api/2.0/preview/scim/v2/Me"),
+    ("GET", "/oidc/.well-known/oauth-authorization-server"),
+    ("POST", "/serving-endpoints/databricks-claude-sonnet-4-5/invocations"),
+    ("GET", "/api/2.0/clusters/list"),
+    ("GET", "/api/2.0/tokens-and-more/create"),
+]
+
+
+async def test_agents_cannot_mint_credentials_through_the_proxy(upstream: Upstream, upstream_proxy: ProxyServer,
+                                                               http):
+    """Issue 24: an agent could create a token (of the app's identity, in service-principal mode,
+    without expiry) through the proxy. Refused in every spelling a server might route."""
+    auth = {"Authorization": f"Bearer {upstream_proxy.key}"}
+    for method, path in MINTING_CALLS:
+        url = URL(upstream_proxy.url + path, encoded=True)
+        async with http.request(method, url, headers=auth, json={"comment": "mine", "lifetime_seconds": None}) as r:
+            body = await r.json()
+            assert r.status == 403, (path, r.status, body)
+            assert "does not let agents create credentials" in body["error"], path
+    assert upstream.seen == [], [r.raw_path for r in upstream.seen]
+    for method, path in ORDINARY_CALLS:
+        async with http.request(method, URL(upstream_proxy.url + path, encoded=True), headers=auth) as r:
+            assert r.status == 200, path
+    assert [r.raw_path for r in upstream.seen] == [path for _, path in ORDINARY_CALLS]
+
+
+async def test_token_creation_is_refused_against_the_workspace(rig: Rig, http: aiohttp.ClientSession):
+    before = rig.workspace.minted_count
+    async with http.post(f"{rig.proxy.url}/api/2.0/token/create", json={"comment": "agent"},
+                         headers={"Authorization": f"Bearer {rig.proxy.key}"}) as r:
+        assert r.status == 403 and "token/create" in (await r.json())["error"]
+    assert rig.workspace.minted_count == before
+    assert len(rig.workspace.live_tokens(USER)) == 1  # coda's own, nothing else
 
 
 # --- streaming -------------------------------------------------------------------------

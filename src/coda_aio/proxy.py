@@ -37,6 +37,7 @@ from yarl import URL
 
 from coda_aio.host_check import host_allowed, is_loopback_host
 from coda_aio.key_file import load_or_create_key
+from coda_aio.credentials.minting_calls import minting_call
 from coda_aio.credentials.token_store import TokenStore
 
 __all__ = ["ProxyServer", "is_loopback_host"]
@@ -257,6 +258,14 @@ class ProxyServer:
         if url is None:
             return _error(
                 503, "No Databricks workspace is configured: start coda with DATABRICKS_HOST set."
+            )
+        minted = minting_call(url.raw_path)
+        if minted is not None:
+            return _error(
+                403,
+                f"The coda proxy does not let agents create credentials; this call would create {minted}. "
+                "Agents use the short-lived token coda rotates for them. If you need a token of your own, "
+                "create it yourself in the workspace's settings page.",
             )
         assert self._session is not None
 
