@@ -20,7 +20,9 @@ from conftest import USER, WEB_KEY
 from terminal_client import open_terminal, run_command
 
 BEARER = {"Authorization": f"Bearer {WEB_KEY}"}
-SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Cache-Control")
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Cache-Control",
+                    "Cross-Origin-Opener-Policy", "Cross-Origin-Resource-Policy", "Permissions-Policy",
+                    "Referrer-Policy", "X-Permitted-Cross-Domain-Policies")
 
 # The issue's list: names a rebinding page sends (its own), and spellings of this machine
 # that nothing needs. Refused, with any port.
@@ -261,6 +263,21 @@ async def test_every_response_carries_the_security_headers(make_settings, serve,
     async with plain_session() as anonymous:
         async with anonymous.get(f"{url}/api/sessions") as r:
             assert r.status == 401 and all(name in r.headers for name in SECURITY_HEADERS)
+
+
+async def test_scanner_headers_keep_the_clipboard_and_hsts_only_over_https(make_settings, serve, http):
+    """Issue 24: isolation from other sites' windows and loads, no powerful feature but the
+    clipboard the page uses; HSTS where the front end speaks HTTPS (App mode)."""
+    url, _ = await serve(make_settings())
+    async with http.get(f"{url}/") as r:
+        assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+        policy = dict(item.split("=", 1) for item in r.headers["Permissions-Policy"].split(", "))
+        assert policy["clipboard-read"] == policy["clipboard-write"] == "(self)"
+        assert policy["camera"] == policy["microphone"] == policy["geolocation"] == policy["usb"] == "()"
+        assert "Strict-Transport-Security" not in r.headers
+    async with http.get(f"{url}/", headers={"X-Forwarded-Proto": "https"}) as r:
+        assert r.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 # --- the proxy: the other listener --------------------------------------------------------

@@ -91,3 +91,41 @@ async def test_a_page_on_another_site_cannot_use_the_signed_in_browser(make_sett
             )
         assert outcome["ws"] == "refused"
         assert len(app[SESSIONS]) == before, "a page on another site opened a terminal"
+
+
+async def test_a_page_that_opens_coda_in_a_window_loses_its_handle(make_settings):
+    """Issue 24: with no Cross-Origin-Opener-Policy a page on another site that opened coda
+    (window.open) kept a handle on its window: it could navigate it, count its frames, and
+    coda's window.opener reached back. The page signed in, then a stranger's (the 401 page)."""
+    async with serve(make_settings()) as url, chromium() as browser:
+        final_page = """(state) => state ? document.body?.dataset.terminalState === state
+            : document.readyState === 'complete' && !!document.querySelector('h1')
+              && !document.querySelector('meta[http-equiv=refresh]')"""
+        for signed_in, state in ((True, "shell"), (False, None)):
+            context = await browser.new_context()
+            # Chromium warns in the console about a header it cannot use (say, a Permissions-Policy
+            # feature it does not know).
+            policy_warnings: list[str] = []
+            context.on("console", lambda m: policy_warnings.append(m.text) if "Polic" in m.text else None)
+            if signed_in:
+                own = await context.new_page()
+                await own.goto(printed_url(url))
+                await wait_for_state(own, "shell")
+            async with other_site("<p>hello</p>") as elsewhere:
+                hostile = await context.new_page()
+                await hostile.goto(elsewhere)
+                async with context.expect_page() as opened:
+                    await hostile.evaluate("(url) => { window.coda = window.open(url + '/'); }", url)
+                popup = await opened.value
+                await popup.wait_for_url(f"{url}/")
+                # The final page: the terminal, or the 401 page once its one same-site reload
+                # (made for links from other sites) has come back without a cookie.
+                await popup.wait_for_function(final_page, arg=state)
+                assert await popup.evaluate("window.opener") is None
+                # The opener's handle on a window that moved to another browsing context group
+                # reads as closed, and nothing can be done with it any more.
+                await hostile.wait_for_function("() => window.coda.closed === true")
+                assert await hostile.evaluate("window.coda.length") == 0
+                assert popup.url.startswith(url)
+            assert not policy_warnings, policy_warnings
+            await context.close()

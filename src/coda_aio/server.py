@@ -78,6 +78,29 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
+    # A page on another site that opened coda in a window (window.open) would keep a handle on
+    # it: same-origin puts coda in a browsing context group of its own, and the handle goes dead.
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    # No other site may load coda's responses as an image, script or media.
+    response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    response.headers.setdefault("X-Permitted-Cross-Domain-Policies", "none")
+    if request.secure or request.headers.get("X-Forwarded-Proto") == "https":
+        # Over HTTPS only (the Apps front end): browsers ignore it over plain HTTP anyway.
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+# The page uses the clipboard (copy on select, the menu's Paste, OSC 52) and nothing else a
+# browser can grant. Only features Chromium knows: it warns of any other name on every page
+# (it does not know "bluetooth", for one).
+PERMISSIONS_POLICY = ", ".join(
+    [f"{feature}=(self)" for feature in ("clipboard-read", "clipboard-write")]
+    + [f"{feature}=()" for feature in (
+        "accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "hid",
+        "idle-detection", "magnetometer", "microphone", "midi", "payment", "publickey-credentials-get",
+        "screen-wake-lock", "serial", "usb", "xr-spatial-tracking",
+    )]
+)
 
 
 async def health(request: web.Request) -> web.Response:
