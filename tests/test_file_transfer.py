@@ -214,7 +214,10 @@ async def test_coda_download_serves_a_file_once_then_never_again(make_settings, 
     assert "sending report 2024.bin" in out
     spool = home / ".coda" / "downloads"
     assert mode(spool) == 0o700 and mode(spool / download_id) == 0o600
-    assert json.loads((spool / download_id).read_text())["path"] == str(home / "report 2024.bin")
+    recorded = json.loads((spool / download_id).read_text())
+    assert recorded["path"] == str(home / "report 2024.bin")
+    info = (home / "report 2024.bin").stat()
+    assert recorded["identity"] == [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns]
 
     # A page on another site cannot spend the link.
     async with http.get(f"{url}/api/downloads/{download_id}", headers=FOREIGN) as r:
@@ -242,12 +245,67 @@ async def test_coda_download_serves_a_file_once_then_never_again(make_settings, 
     async with http.get(f"{url}/api/downloads/{old_id}") as r:
         assert r.status == 404
     # What was offered but became a directory or a pipe is refused, with a reason.
-    (home / "was-a-file").mkdir()
-    os.mkfifo(home / "pipe")
     for target, reason in (("was-a-file", "is a directory"), ("pipe", "not a regular file")):
-        entry = download_spool.register(spool, str(home / target), target)
+        (home / target).write_bytes(b"offered")
+        entry = download_spool.register(spool, str(home / target), target,
+                                        download_spool.Identity.of((home / target).stat()))
+        (home / target).unlink()
+        if target == "pipe":
+            os.mkfifo(home / target)
+        else:
+            (home / target).mkdir()
         async with http.get(f"{url}/api/downloads/{entry}") as r:
             assert r.status == 409 and reason in (await r.json())["error"]
+
+
+async def test_a_file_swapped_after_coda_download_is_not_served(make_settings, serve, http, home):
+    """Issue 24: the path was opened again at the fetch, so a file in a folder others can write
+    to, replaced meanwhile by a symbolic link to ~/.databrickscfg, was served in its place (and
+    saved in the owner's browser under the old name)."""
+    url, _app = await serve(make_settings())
+    secret = "dapi-the-owners-current-token-0123456789"
+    (home / ".databrickscfg").write_text(f"[coda]\nhost = https://ws.example\ntoken = {secret}\n")
+    shared = home / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: anyone may add and, for their own entries, replace names
+    sid = await open_terminal(http, url)
+
+    async def offered(name: str, content: bytes = b"quarterly numbers\n") -> str:
+        (shared / name).write_bytes(content)
+        ids, out = await offer(http, url, sid, f"coda-download {shlex.quote(str(shared / name))}")
+        assert f"sending {Path(name).name}" in out
+        return ids[-1]  # earlier ids come back in the replayed scrollback
+
+    async def refused(download_id: str, reason: str) -> None:
+        async with http.get(f"{url}/api/downloads/{download_id}") as r:
+            body = await r.read()
+            assert r.status == 409 and reason in json.loads(body)["error"], body
+            assert secret.encode() not in body
+
+    # The file becomes a link to the owner's credentials.
+    link_id = await offered("report.txt")
+    (shared / "report.txt").unlink()
+    (shared / "report.txt").symlink_to(home / ".databrickscfg")
+    await refused(link_id, "became a symbolic link")
+    # Another file renamed over it, and a folder on the way turned into a link elsewhere.
+    other_id = await offered("notes.txt")
+    (shared / "decoy").write_bytes(b"quarterly numbers\n")
+    os.replace(shared / "decoy", shared / "notes.txt")
+    await refused(other_id, "was replaced by another file")
+    (shared / "sub").mkdir()
+    sub_id = await offered("sub/.databrickscfg", b"[coda]\n")
+    (shared / "sub").rename(shared / "sub-old")
+    (shared / "sub").symlink_to(home)
+    await refused(sub_id, "was replaced by another file")
+    # The same file written to after it was named: not what was offered either.
+    grown_id = await offered("log.txt")
+    with open(shared / "log.txt", "ab") as f:
+        f.write(b"one more line\n")
+    await refused(grown_id, "changed after coda-download named it")
+    # A file left alone is served as usual.
+    kept_id = await offered("kept.txt", b"kept\n")
+    async with http.get(f"{url}/api/downloads/{kept_id}") as r:
+        assert r.status == 200 and await r.read() == b"kept\n"
 
 
 async def test_coda_download_refuses_directories_and_missing_files_and_needs_no_secret(make_settings, serve, http,

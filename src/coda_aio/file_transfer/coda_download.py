@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from coda_aio.file_transfer.download_spool import DownloadRefused, open_regular_file, osc_sequence, register
+from coda_aio.file_transfer.download_spool import (
+    DownloadRefused, Identity, open_regular_file, osc_sequence, register,
+)
 
 USAGE = """usage: coda-download FILE...
 Downloads each FILE to the computer whose browser shows this terminal.
@@ -29,19 +31,21 @@ def main(args: list[str], spool: Path) -> int:
     for arg in args[1:] if args[0] == "--" else args:
         path = os.path.realpath(arg)
         try:
-            fd, size = open_regular_file(path)
+            fd, info = open_regular_file(path)
         except DownloadRefused as e:
             print(f"coda-download: {e}", file=sys.stderr)
             status = 1
             continue
         os.close(fd)
+        size = info.st_size
         terminal = terminal or _terminal()
         if terminal is None:
             print("coda-download: not attached to a terminal; run it in a coda_aio terminal", file=sys.stderr)
             return 1
         # The name the person typed (a symlink's own name), not its target's.
         name = os.path.basename(os.path.normpath(arg))
-        download_id = register(spool, path, name)
+        # What was opened is what may be served (download_spool.open_offered).
+        download_id = register(spool, path, name, Identity.of(info))
         terminal.write(osc_sequence(download_id))
         terminal.flush()
         print(f"coda-download: sending {name} ({_size(size)}) to your browser", file=sys.stderr)

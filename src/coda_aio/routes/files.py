@@ -86,7 +86,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     spool = spool_dir(request.app[SETTINGS])
     try:
         entry = await asyncio.to_thread(_claim, spool, request.match_info["id"])
-        fd, size = await asyncio.to_thread(download_spool.open_regular_file, entry.path)
+        fd = await asyncio.to_thread(download_spool.open_offered, entry)
     except DownloadRefused as e:
         return json_error(e.status, str(e))
     async with aiofiles.open(fd, "rb") as f:
@@ -96,9 +96,9 @@ async def download(request: web.Request) -> web.StreamResponse:
                 hdrs.CONTENT_DISPOSITION: attachment(entry.name),
             }
         )
-        response.content_length = size
+        response.content_length = entry.identity.size
         await response.prepare(request)
-        remaining = size
+        remaining = entry.identity.size
         while remaining > 0:
             chunk = await f.read(min(CHUNK_BYTES, remaining))
             if not chunk:
