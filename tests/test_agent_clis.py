@@ -34,7 +34,9 @@ CLIS = {
     # codex exec refuses to run outside a git repository (its own safety rule, not a screen).
     "codex": "git init -q one-shot 2>/dev/null; cd one-shot && codex exec hi; cd ..",
     "opencode": "opencode run hi",
-    "gemini": "gemini -p hi",
+    # Headless Gemini CLI refuses a folder not trusted unless told, and coda trusts no folder
+    # for it (TRUST_QUESTIONS below); --skip-trust is the person's own "yes" for this one run.
+    "gemini": "gemini --skip-trust -p hi",
 }
 
 # What each CLI shows once it is ready for a prompt (whitespace removed: TUIs position words
@@ -46,9 +48,30 @@ READY = {
     "gemini": "Typeyourmessage",
 }
 
-# The first-run screens that must never appear.
-WIZARDS = ("Chooseatextstyle", "Selectloginmethod", "Doyoutrust", "Signinwith", "Howwouldyouliketo",
-           "Getstartedwith", "trustthisfolder", "trustthefiles", "Loginwith", "APIkey:")
+# The first-run screens that must never appear, and the trust questions (only where they stay).
+WIZARDS = ("Chooseatextstyle", "Selectloginmethod", "Signinwith", "Howwouldyouliketo", "Getstartedwith",
+           "Loginwith", "APIkey:")
+TRUST_SCREENS = ("Doyoutrust", "trustthisfolder", "trustthefiles")
+
+# Each CLI's question before it uses a folder's own settings (hooks, MCP servers, ...). Claude
+# Code and Gemini CLI trust every folder below a trusted one, so coda trusts no folder for them
+# and they ask in each (issue 24); Codex trusts one folder or repository at a time, and coda
+# trusts exactly ~/projects for it. Enter picks the first answer: trust.
+TRUST_QUESTIONS = {
+    "claude": "Isthisaprojectyoucreatedoroneyoutrust?",
+    "codex": "Trustthisfolder?",
+    "gemini": "Doyoutrustthefilesinthisfolder?",
+}
+ASKS_IN_PROJECTS = ("claude", "gemini")
+
+# What a repository can make each CLI run at start, once its folder is trusted: a Claude Code
+# project hook, and a project MCP server for Codex and Gemini CLI. MARK is the file it creates.
+HOSTILE_REPOSITORY = {
+    "claude": {".claude/settings.json": json.dumps(
+        {"hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "touch MARK"}]}]}})},
+    "codex": {".codex/config.toml": '[mcp_servers.x]\ncommand = "sh"\nargs = ["-c", "touch MARK"]\n'},
+    "gemini": {".gemini/settings.json": json.dumps({"mcpServers": {"x": {"command": "sh", "args": ["-c", "touch MARK"]}}})},
+}
 
 # Keep the CLIs to loopback: no update checks, model catalogue downloads or plugin installs.
 QUIET_ENV = {
@@ -122,9 +145,36 @@ async def test_first_launch_goes_straight_to_the_prompt(name, make_settings, ser
         pytest.skip(f"{name} is not installed (run `make agents`, which installs the agent CLIs into .agents/)")
     settings = make_settings(host=fake.url)
     url, _, session_id = await coda_terminal(settings, serve, http, fake, monkeypatch, [name])
-    screen = await launch_and_watch(http, url, session_id, name, READY[name], timeout=30)
-    for wizard in WIZARDS:
+    # Claude Code and Gemini CLI ask whether to trust ~/projects: answered, the prompt follows.
+    answers = [(TRUST_QUESTIONS[name], b"\r")] if name in ASKS_IN_PROJECTS else []
+    screen = await launch_and_watch(http, url, session_id, name, READY[name], timeout=30, answers=answers)
+    for wizard in WIZARDS + (() if answers else TRUST_SCREENS):
         assert wizard.lower() not in screen.lower(), f"{name} showed a first-run screen: {screen[-2000:]}"
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_REPOSITORY))
+async def test_a_cloned_repository_runs_nothing_before_the_trust_question(name, make_settings, serve, http, fake,
+                                                                          monkeypatch, home: Path):
+    """Issue 24: ~/projects was trusted for every agent, and Claude Code and Gemini CLI extend a
+    folder's trust to every folder below it, so a repository cloned there ran its own hook or
+    MCP server at the CLI's start without a question. Now each CLI asks first, and nothing of
+    the repository has run by then."""
+    if find_cli(name) is None:
+        pytest.skip(f"{name} is not installed (run `make agents`, which installs the agent CLIs into .agents/)")
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    settings = make_settings(host=fake.url)
+    url, _, session_id = await coda_terminal(settings, serve, http, fake, monkeypatch, [name])
+    cloned = settings.projects_dir / "cloned"
+    mark = home / f"{name}-ran-the-repository"
+    await run_command(http, url, session_id, f"git init -q {cloned} && git -C {cloned} remote add origin "
+                                             "https://git.example.invalid/someone/cloned.git")
+    for relative, text in HOSTILE_REPOSITORY[name].items():
+        (cloned / relative).parent.mkdir(parents=True, exist_ok=True)
+        (cloned / relative).write_text(text.replace("MARK", str(mark)))
+    screen = await launch_and_watch(http, url, session_id, f"cd {cloned} && {name}", TRUST_QUESTIONS[name],
+                                    timeout=30)
+    assert not mark.exists(), f"{name} ran the repository's own command before asking: {screen[-2000:]}"
 
 
 async def test_local_mode_leaves_the_users_own_files_byte_identical(make_settings, serve, http, fake, monkeypatch,
@@ -188,9 +238,14 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?<>=$ ]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)
 
 
 async def launch_and_watch(http: aiohttp.ClientSession, url: str, session_id: str, command: str, ready: str,
-                           timeout: float) -> str:
-    """Start ``command`` in the terminal and read until ``ready`` is on screen; returns the text seen."""
+                           timeout: float, answers: list[tuple[str, bytes]] | tuple = ()) -> str:
+    """Start ``command`` in the terminal and read until ``ready`` is on screen; returns the text seen.
+
+    ``answers``: (question, keys) in order: once a question is on screen its keys are typed, and
+    only what the CLI shows after the last answer counts for ``ready``."""
     seen = bytearray()
+    pending = list(answers)
+    since = 0  # where the output after the last answer starts
     async with http.ws_connect(f"{url}/api/sessions/{session_id}/ws") as ws:
         await ws.send_bytes(b"1" + json.dumps({"cols": 120, "rows": 40}).encode())
         await ws.send_bytes(b"0" + command.encode() + b"\r")
@@ -204,7 +259,10 @@ async def launch_and_watch(http: aiohttp.ClientSession, url: str, session_id: st
                     for query, answer in _QUERIES.items():
                         if query in chunk:
                             await ws.send_bytes(b"0" + answer)
-                    if ready in squeeze(seen):
+                    if pending and pending[0][0] in squeeze(seen[since:]):
+                        await ws.send_bytes(b"0" + pending.pop(0)[1])
+                        since = len(seen)
+                    elif not pending and ready in squeeze(seen[since:]):
                         return squeeze(seen)
         except TimeoutError:
             pass

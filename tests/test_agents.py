@@ -57,12 +57,14 @@ def test_fresh_home_gets_every_config(home: Path):
     assert claude["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == AgentModels().claude_fast
     assert claude["ANTHROPIC_CUSTOM_HEADERS"] == CODING_AGENT_HEADER
 
-    # First-run screens are answered: onboarding done, the projects folder trusted.
+    # First-run screens are answered: onboarding done. The trust questions of Claude Code and
+    # Gemini CLI stay (their trust of a folder would cover every repository cloned below it);
+    # Codex trusts exactly the projects folder, not the folders in it.
     projects = str(home / "projects")
     state = json.loads(p["claude_state"].read_text())
     assert state["hasCompletedOnboarding"] is True
-    assert state["projects"][projects]["hasTrustDialogAccepted"] is True
-    assert json.loads(p["gemini_trust"].read_text()) == {projects: "TRUST_FOLDER"}
+    assert "projects" not in state
+    assert json.loads(p["gemini_trust"].read_text()) == {}
 
     codex = tomllib.loads(p["codex"].read_text())
     assert codex["model_provider"] == "databricks"
@@ -245,6 +247,24 @@ def test_users_answers_to_first_run_questions_stand(home: Path):
     assert json.loads(p["gemini_trust"].read_text()) == {projects: "DO_NOT_TRUST", "/work": "TRUST_PARENT"}
 
 
+def test_the_blanket_trust_coda_used_to_write_is_withdrawn(home: Path):
+    """Issue 24: Claude Code and Gemini CLI trust every folder below a trusted one, so the
+    projects folder trusted by coda let any repository cloned into it run its own hooks and
+    MCP servers without the question. Those grants go; the user's answers elsewhere stay."""
+    p = paths(home)
+    projects = str(home / "projects")
+    own = f"{projects}/mine"
+    p["claude_state"].write_text(json.dumps({"projects": {
+        projects: {"hasTrustDialogAccepted": True, "allowedTools": ["x"]},
+        own: {"hasTrustDialogAccepted": True}}}))
+    p["gemini_trust"].parent.mkdir(parents=True)
+    p["gemini_trust"].write_text(json.dumps({projects: "TRUST_FOLDER", own: "TRUST_FOLDER"}))
+    assert write_agent_configs(home, PROXY_URL, KEY).ok
+    state = json.loads(p["claude_state"].read_text())
+    assert state["projects"] == {projects: {"allowedTools": ["x"]}, own: {"hasTrustDialogAccepted": True}}
+    assert json.loads(p["gemini_trust"].read_text()) == {own: "TRUST_FOLDER"}
+
+
 def test_local_mode_writes_only_under_dot_coda(home: Path):
     """Locally the agents get config directories of coda's own; the user's files stay as they were."""
     settings = Settings(home=home)
@@ -271,7 +291,7 @@ def test_local_mode_writes_only_under_dot_coda(home: Path):
     # Claude Code Router has no config-dir setting: locally it is left alone.
     assert not any("claude-code-router" in str(path) for path in written)
     trusted = json.loads((coda / "gemini" / ".gemini" / "trustedFolders.json").read_text())
-    assert trusted == {str(settings.projects_dir): "TRUST_FOLDER"}
+    assert trusted == {}
 
 
 def test_app_mode_uses_the_real_home(home: Path):
@@ -279,8 +299,14 @@ def test_app_mode_uses_the_real_home(home: Path):
     assert files == AgentFiles.in_home(home, home / "projects")
     assert files.env == {}
     assert files.claude_settings == home / ".claude" / "settings.json"
-    # Nothing to point at: the terminals' environment gets no agent settings.
-    assert agent_env(files, PROXY_URL, KEY, AgentModels()) == {}
+    # No config directory to point at; Gemini CLI's settings, which a folder's trust would
+    # otherwise decide (issue 24), are in the environment as they are locally.
+    assert agent_env(files, PROXY_URL, KEY, AgentModels(gemini="g-model")) == {
+        "GEMINI_API_KEY": KEY,
+        "GOOGLE_GEMINI_BASE_URL": f"{PROXY_URL}/serving-endpoints/google",
+        "GEMINI_MODEL": "g-model",
+        "GEMINI_API_KEY_AUTH_MECHANISM": "bearer",
+    }
 
 
 def test_local_terminal_env_names_the_config_dirs_and_gemini_settings(home: Path):

@@ -19,7 +19,7 @@ atomic with mode 0600 (the local key is a credential for the proxy).
 | ------------------ | ---------------------------------------- | -------------------------------------------- |
 | Claude Code        | ~/.claude/settings.json (claude/)        | env.ANTHROPIC_BASE_URL, env.ANTHROPIC_AUTH_TOKEN, |
 |                    |                                          | env.ANTHROPIC_*MODEL, env.ANTHROPIC_CUSTOM_HEADERS, two CLAUDE_CODE_* flags |
-|                    | ~/.claude.json (claude/.claude.json)     | hasCompletedOnboarding; the projects folder's trust |
+|                    | ~/.claude.json (claude/.claude.json)     | hasCompletedOnboarding; withdraws a trust of the projects folder |
 | Codex              | ~/.codex/config.toml (codex/)            | model, model_provider, [model_providers.databricks], |
 |                    |                                          | the projects folder's trust_level            |
 | OpenCode           | ~/.config/opencode/opencode.json         | model, small_model, provider.databricks (options, our models) |
@@ -28,7 +28,7 @@ atomic with mode 0600 (the local key is a credential for the proxy).
 |                    |                                          | GEMINI_API_KEY_AUTH_MECHANISM                |
 |                    | ~/.gemini/settings.json                  | security.auth.selectedType, privacy.usageStatisticsEnabled, |
 |                    |                                          | general.enableAutoUpdate, each only when unset |
-|                    | ~/.gemini/trustedFolders.json            | the projects folder, only when unset         |
+|                    | ~/.gemini/trustedFolders.json            | withdraws TRUST_FOLDER of the projects folder |
 | Claude Code Router | ~/.claude-code-router/config.json        | App mode only (it has no config-dir setting): |
 |                    |                                          | the Providers[] entry "databricks"; Router.default when unset or ours |
 
@@ -135,12 +135,18 @@ def claude_code_settings(existing: dict, proxy_url: str, key: str, models: Agent
     return existing
 
 
-def claude_code_state(existing: dict, trusted_dir: Path) -> dict:
-    # Without these Claude Code opens on its theme/login onboarding and then asks whether
-    # to trust the folder; an API credential in settings.json makes the login moot.
+def claude_code_state(existing: dict, projects_dir: Path) -> dict:
+    # Without this Claude Code opens on its theme/login onboarding; an API credential in
+    # settings.json makes the login moot.
     existing["hasCompletedOnboarding"] = True
-    project = _sub_table(_sub_table(existing, "projects"), str(trusted_dir))
-    project.setdefault("hasTrustDialogAccepted", True)
+    # Its trust question stays (docs/security.md, "Cloned repositories"): a trusted folder
+    # runs the repository's own hooks and settings without asking, and trust given to a
+    # folder holds for every folder below it, so trusting the projects folder trusted every
+    # repository cloned into it. That grant (which coda used to write) is withdrawn.
+    projects = existing.get("projects")
+    project = projects.get(str(projects_dir)) if isinstance(projects, dict) else None
+    if isinstance(project, dict) and project.get("hasTrustDialogAccepted") is True:
+        del project["hasTrustDialogAccepted"]
     return existing
 
 
@@ -167,10 +173,12 @@ def codex_config(existing: dict, proxy_url: str, key: str, models: AgentModels) 
     return existing
 
 
-def codex_trust(existing: dict, trusted_dir: Path) -> dict:
-    # An untrusted folder opens Codex on a "trust this directory?" screen; a user's own
-    # answer for the folder stands.
-    project = _sub_table(_sub_table(existing, "projects"), str(trusted_dir))
+def codex_trust(existing: dict, projects_dir: Path) -> dict:
+    # An untrusted folder opens Codex on a "trust this directory?" screen. Codex's trust of a
+    # folder covers that folder (or that git repository) only, never the ones below it: a
+    # repository cloned into the projects folder still gets the question. A user's own answer
+    # for the folder stands.
+    project = _sub_table(_sub_table(existing, "projects"), str(projects_dir))
     project.setdefault("trust_level", "trusted")
     return existing
 
@@ -206,10 +214,15 @@ def gemini_settings(existing: dict, proxy_url: str, key: str, models: AgentModel
     return existing
 
 
-def gemini_trusted_folders(existing: dict, trusted_dir: Path) -> dict:
-    # Folder trust is on by default: in an untrusted folder Gemini CLI asks first, and it
-    # never reads .gemini/.env (where the base URL and key are) there.
-    existing.setdefault(str(trusted_dir), "TRUST_FOLDER")
+def gemini_trusted_folders(existing: dict, projects_dir: Path) -> dict:
+    # Folder trust is on by default: in an untrusted folder Gemini CLI asks first. Its question
+    # stays (docs/security.md, "Cloned repositories"): a trusted folder starts the repository's
+    # own MCP servers and reads its .gemini/ settings without asking, and TRUST_FOLDER holds for
+    # every folder below, so the grant of the whole projects folder (which coda used to write)
+    # is withdrawn. Gemini's settings come from the terminal's environment, which no folder's
+    # trust changes (terminal.environment). A user's other answers stand.
+    if existing.get(str(projects_dir)) == "TRUST_FOLDER":
+        del existing[str(projects_dir)]
     return existing
 
 
@@ -267,7 +280,7 @@ def write_agent_configs(
         return lambda existing: fn(existing, proxy_url, local_key, models)
 
     def trusting(fn: Callable[[dict, Path], dict]) -> Callable[[dict], dict]:
-        return lambda existing: fn(existing, files.trusted_dir)
+        return lambda existing: fn(existing, files.projects_dir)
 
     def both(first: Callable[[dict], dict], second: Callable[[dict], dict]) -> Callable[[dict], dict]:
         return lambda existing: second(first(existing))

@@ -26,11 +26,11 @@ class AgentFiles:
     opencode_config: Path
     gemini_dir: Path  # the folder holding Gemini CLI's settings.json and .env
     claude_code_router: Path | None  # None: not written (it has no config-dir setting)
-    trusted_dir: Path  # where terminals start; the agents trust it without asking
+    projects_dir: Path  # where terminals start (which agents may trust: agents.configs)
     env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def in_home(cls, home: Path, trusted_dir: Path | None = None) -> "AgentFiles":
+    def in_home(cls, home: Path, projects_dir: Path | None = None) -> "AgentFiles":
         """The files each CLI reads by default (App mode: the home is the user's container)."""
         return cls(
             claude_settings=home / ".claude" / "settings.json",
@@ -39,11 +39,11 @@ class AgentFiles:
             opencode_config=home / ".config" / "opencode" / "opencode.json",
             gemini_dir=home / ".gemini",
             claude_code_router=home / ".claude-code-router" / "config.json",
-            trusted_dir=trusted_dir or home / "projects",
+            projects_dir=projects_dir or home / "projects",
         )
 
     @classmethod
-    def isolated(cls, coda_dir: Path, trusted_dir: Path) -> "AgentFiles":
+    def isolated(cls, coda_dir: Path, projects_dir: Path) -> "AgentFiles":
         """Config directories of coda's own under ``coda_dir`` (~/.coda): the user's files stay untouched."""
         claude, codex, opencode, gemini_home = (coda_dir / name for name in ("claude", "codex", "opencode", "gemini"))
         return cls(
@@ -55,7 +55,7 @@ class AgentFiles:
             # GEMINI_CLI_HOME replaces the home folder: Gemini CLI reads <it>/.gemini/.
             gemini_dir=gemini_home / ".gemini",
             claude_code_router=None,
-            trusted_dir=trusted_dir,
+            projects_dir=projects_dir,
             env={
                 "CLAUDE_CONFIG_DIR": str(claude),
                 "CODEX_HOME": str(codex),

@@ -2,8 +2,8 @@
 
 The server's own environment, minus every credential (``config.is_secret_env``) and every
 CI marker, plus what makes the terminal coda's: its home, coda's commands and the agent CLIs
-first on ``PATH``, the Databricks profile, and (locally) the variables that point each agent
-CLI at coda's own configuration instead of the user's.
+first on ``PATH``, the Databricks profile, Gemini CLI's settings, and (locally) the variables
+that point each agent CLI at coda's own configuration instead of the user's.
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ def build_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, st
 
 
 def agent_env(files: AgentFiles, proxy_url: str, local_key: str, models: AgentModels) -> dict[str, str]:
-    """What a terminal needs so that each CLI reads coda's configuration (nothing in App mode).
+    """What a terminal needs so that each CLI reads coda's configuration (locally: the config
+    directories under ~/.coda) and Gemini CLI's settings (both modes).
 
-    Gemini CLI's settings go in the environment as well: it reads the first .gemini/.env it
-    finds walking up from the working folder, and under the home that is the user's own
-    ~/.gemini/.env, which would win over ours. Variables already set win over any .env.
-    The key is the local one, good only for the proxy on 127.0.0.1, never a token.
+    Gemini CLI's settings go in the environment because its .env files cannot be relied on:
+    it reads the first .gemini/.env it finds walking up from the working folder (a cloned
+    repository's own, or locally the user's ~/.gemini/.env), and in a folder not trusted it
+    reads none of them but the key, and would send prompts to Google's endpoint. Variables
+    already set win over any .env. The key is the local one, good only for the proxy on
+    127.0.0.1, never a token.
     """
-    if not files.env:
-        return {}
     return {**files.env, **gemini_env(proxy_url.rstrip("/"), local_key, models)}
 
 
@@ -63,7 +64,7 @@ def coda_env(settings: Settings, environ: Mapping[str, str] | None = None) -> di
         extra["DATABRICKS_HOST"] = settings.host
     # Locally each agent CLI reads coda's config directory under ~/.coda, not the user's own.
     files = AgentFiles.for_settings(settings)
-    key = load_or_create_key(settings.state_dir / "proxy-key") if files.env else ""
+    key = load_or_create_key(settings.state_dir / "proxy-key")
     extra.update(agent_env(files, settings.proxy_url, key, AgentModels.from_env(environ)))
     return extra
 
