@@ -100,11 +100,8 @@ def same_identity(a: str, b: str) -> bool:
     return _ascii_lower(a.strip(" \t")) == _ascii_lower(b.strip(" \t"))
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
 def _ascii_lower(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
+    return "".join(chr(ord(ch) + 32) if "A" <= ch <= "Z" else ch for ch in text)
 
 
 def owner_middleware(owner: OwnerCheck):
