@@ -30,7 +30,7 @@ from coda_aio.persistence.project_sync.syncer import ProjectSync
 from coda_aio.persistence.secret_scope import TokenPersistence
 from coda_aio.config import Settings
 from coda_aio.access.origin import same_origin_only
-from coda_aio.access.owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
+from coda_aio.access.owner import OwnerCheck, owner_middleware
 from coda_aio.proxy import ProxyServer
 from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
@@ -85,7 +85,7 @@ async def health(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     tokens = app[TOKENS]
     rotator = app[ROTATOR]
-    if settings.app_mode and not app[OWNER].allows(request.headers.get(IDENTITY_HEADER)):
+    if settings.app_mode and not app[OWNER].allows_request(request):
         # Anyone who reaches the app may learn that it is up, and nothing else.
         return web.json_response({"status": "ok"})
     age = tokens.age_seconds()
