@@ -136,6 +136,11 @@ class Settings:
     # Opening a session or the page asks the workspace about a token it last accepted longer ago.
     token_check_age: float = 30.0
 
+    # --- capacity (issue 23) ---
+    # Memory one more session with an agent needs: below this much free, new sessions get a 429
+    # (0: admit by CODA_MAX_SESSIONS alone). 768 MB: an agent CLI (node) plus its tools.
+    session_memory_mb: int = 768
+
     # --- terminal sockets (issue 9) ---
     # Seconds between WebSocket pings: proxies cut idle connections (the Apps one after minutes).
     ws_heartbeat: float = 20.0
@@ -207,6 +212,7 @@ class Settings:
             revoke_grace=_float(env, "CODA_REVOKE_GRACE_SECONDS", 60.0),
             profile=env.get("CODA_PROFILE") or ("DEFAULT" if app_mode else "coda"),
             max_sessions=_int(env, "CODA_MAX_SESSIONS", 8, minimum=1),
+            session_memory_mb=_int(env, "CODA_SESSION_MEMORY_MB", 768),
             idle_timeout=_float(env, "CODA_IDLE_TIMEOUT_SECONDS", 86400.0, minimum=1.0),
             install_agents=_flag(env, "CODA_INSTALL_AGENTS", True),
             proxy_read_timeout=_float(env, "CODA_PROXY_READ_TIMEOUT_SECONDS", 600.0, minimum=1.0),
