@@ -222,3 +222,24 @@ async def test_the_oom_killer_takes_a_terminals_process_not_the_server_and_the_t
                 assert (await response.json())["memory"]["oom_kills"] >= 1
             await ws.send_bytes(b"0\x03")
         assert Path(f"/proc/{server_pid}").exists()
+
+
+async def test_health_is_degraded_once_rotation_has_failed_for_longer_than_a_token_lives(make_settings, serve,
+                                                                                          http, fake):
+    from conftest import USER
+    url, _ = await serve(make_settings(host=fake.url, rotation_interval=0.5, token_lifetime=2, revoke_grace=0.1))
+    async with http.post(f"{url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(f"{url}/api/sessions", json={}) as r:  # rotation runs while a terminal is open
+        assert r.status == 201, await r.text()
+    async with http.get(f"{url}/health") as r:
+        assert (await r.json())["status"] == "ok"
+    fake.fail("token_create", 503, times=None)
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(f"{url}/health") as r:
+                body = await r.json()
+            if body["status"] == "degraded":
+                break
+            await asyncio.sleep(0.1)
+    assert any("token rotation has failed" in reason for reason in body["reasons"]), body

@@ -674,7 +674,8 @@ async def _start(
     command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int, oom_score_adj: int
 ) -> tuple[asyncio.subprocess.Process, int]:
     try:
-        cwd.mkdir(parents=True, exist_ok=True)
+        # 0700: the projects in it are the user's alone (a folder that exists is left as it is).
+        cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise SessionStartError(f"cannot create the terminal's working directory {cwd}: {e.strerror}") from e
     try:

@@ -30,7 +30,7 @@ from coda_aio.persistence.project_sync.syncer import ProjectSync
 from coda_aio.persistence.secret_scope import TokenPersistence
 from coda_aio.config import Settings
 from coda_aio.access.origin import same_origin_only
-from coda_aio.access.owner import OwnerCheck, owner_middleware
+from coda_aio.access.owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
 from coda_aio.proxy import ProxyServer
 from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
@@ -56,6 +56,11 @@ CSP = (
     "img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+# Any page on 127.0.0.1 may set cookies that the browser then sends here too; past aiohttp's
+# 8 KiB per header they would lock the owner out with a bare 400 until cleared by hand. A
+# browser sends at most ~180 cookies of 4 KiB per site, so 1 MiB holds any Cookie header.
+REQUEST_HEADER_LIMITS = {"max_line_size": 1 << 20, "max_field_size": 1 << 20}
 
 
 @web.middleware
@@ -86,7 +91,7 @@ async def health(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     tokens = app[TOKENS]
     rotator = app[ROTATOR]
-    if settings.app_mode and not app[OWNER].allows_request(request):
+    if settings.app_mode and not app[OWNER].allows(request.headers.get(IDENTITY_HEADER)):
         # Anyone who reaches the app may learn that it is up, and nothing else.
         return web.json_response({"status": "ok"})
     age = tokens.age_seconds()
@@ -271,6 +276,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[json_errors, *access, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
         client_max_size=64 * 1024,
+        handler_args=REQUEST_HEADER_LIMITS,
     )
     app[SETTINGS] = settings
     app.on_response_prepare.append(security_headers)

@@ -344,6 +344,8 @@ class ProjectSync:
         target = self._projects_dir / name
         staging = self._projects_dir / f".coda-restore-{name}"
         await asyncio.to_thread(shutil.rmtree, staging, True)
+        # A restore before any terminal opened creates ~/projects: the user's alone, as there.
+        self._projects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await git_repo.init(staging)
         for bundle in manifest.bundles:
             status.progress = f"history: {bundle.name}"
