@@ -131,6 +131,9 @@ class Settings:
     # archives are downloaded from (tests point this at a local server).
     databricks_cli_version: str = "0.290.1"
     databricks_cli_base_url: str = "https://github.com/databricks/cli/releases/download"
+    # "tested": each agent CLI at the version the suite passed with (agents/tested_versions.txt);
+    # "latest": the newest (CODA_AGENT_VERSIONS).
+    agent_versions: str = "tested"
 
     # --- token checks (issue 11, section 4) ---
     # Opening a session or the page asks the workspace about a token it last accepted longer ago.
@@ -273,7 +276,10 @@ def _databricks_cli_settings(env: Mapping[str, str]) -> dict:
     base_url = (env.get("CODA_DATABRICKS_CLI_BASE_URL") or "").strip().rstrip("/") or Settings.databricks_cli_base_url
     if not base_url.startswith(("https://", "http://")):
         raise ConfigError(f"CODA_DATABRICKS_CLI_BASE_URL must be an http(s) URL, got {base_url!r}")
-    return {"databricks_cli_version": version, "databricks_cli_base_url": base_url}
+    agent_versions = (env.get("CODA_AGENT_VERSIONS") or "tested").strip().lower()
+    if agent_versions not in ("tested", "latest"):
+        raise ConfigError(f"CODA_AGENT_VERSIONS must be tested or latest, got {agent_versions!r}")
+    return {"databricks_cli_version": version, "databricks_cli_base_url": base_url, "agent_versions": agent_versions}
 
 
 def take_service_principal(environ: os._Environ | dict) -> None:
