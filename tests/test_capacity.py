@@ -243,3 +243,26 @@ async def test_health_is_degraded_once_rotation_has_failed_for_longer_than_a_tok
                 break
             await asyncio.sleep(0.1)
     assert any("token rotation has failed" in reason for reason in body["reasons"]), body
+
+
+async def test_health_names_a_background_loop_that_died(make_settings, serve, http):
+    from coda_aio.background import task_failure
+    from coda_aio.routes.app_keys import CAPACITY
+
+    async def broken() -> None:
+        raise OSError("/proc is gone")
+
+    died = asyncio.ensure_future(broken())
+    await asyncio.gather(died, return_exceptions=True)
+    assert task_failure(died) == "OSError: /proc is gone"
+    url, app = await serve(make_settings())
+    async with http.get(f"{url}/health") as r:
+        assert (await r.json())["status"] == "ok"
+    # The memory monitor's loop ends with an error its own handler did not foresee.
+    monitor = app[CAPACITY]
+    await monitor.stop()
+    monitor._task = died
+    async with http.get(f"{url}/health") as r:
+        body = await r.json()
+    assert body["status"] == "degraded"
+    assert body["reasons"] == ["the memory monitor task stopped (OSError: /proc is gone); restart coda_aio"]

@@ -258,3 +258,29 @@ def test_no_way_in_without_the_web_key(server, host, port, bearer, cookie, token
         connection.close()
     assert status in (400, 401, 403), (headers, path + query, status)
     assert proc.poll() is None
+
+
+def test_a_deeply_nested_resize_frame_is_ignored_and_the_terminal_answers_on(server):
+    url, proc = server
+
+    async def go():
+        async with web_session() as http:
+            async with http.post(f"{url}/api/sessions", json={}) as r:
+                sid = (await r.json())["id"]
+            try:
+                async with http.ws_connect(f"{url}/api/sessions/{sid}/ws") as ws:
+                    await ws.send_bytes(b"1" + b"[" * 5000 + b"]" * 5000)
+                    await ws.send_bytes(b"0echo nested-$((6*7))\r")
+                    seen = b""
+                    async with asyncio.timeout(10):
+                        async for msg in ws:
+                            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                            seen += msg.data[1:] if msg.data[:1] == b"0" else b""
+                            if b"nested-42" in seen:
+                                return
+            finally:
+                async with http.delete(f"{url}/api/sessions/{sid}"):
+                    pass
+
+    asyncio.run(go())
+    assert proc.poll() is None
