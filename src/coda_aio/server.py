@@ -180,7 +180,9 @@ async def capacity_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[CAPACITY] = monitor
     await monitor.start()
+    unsubscribe = sessions.subscribe(lambda count: monitor.wake())
     yield
+    unsubscribe()
     await monitor.stop()
 
 

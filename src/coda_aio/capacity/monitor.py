@@ -77,6 +77,10 @@ class CapacityMonitor:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
 
+    def wake(self) -> None:
+        """Sample now (a terminal opened or ended) instead of at the next interval."""
+        self._wake.set()
+
     @property
     def task_failure(self) -> str | None:
         return task_failure(self._task)
