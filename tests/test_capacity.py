@@ -266,3 +266,30 @@ async def test_health_names_a_background_loop_that_died(make_settings, serve, ht
         body = await r.json()
     assert body["status"] == "degraded"
     assert body["reasons"] == ["the memory monitor task stopped (OSError: /proc is gone); restart coda_aio"]
+
+
+def test_cgroup_v2_files_as_a_databricks_app_container_has_them(tmp_path: Path):
+    """This machine has only cgroup v1 memory; a Databricks App container has v2. The kernel's
+    files, as v2 writes them, are laid out in a folder and read through the same code."""
+    from coda_aio.capacity.oom import oom_kill_count
+
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("0::/app/session\n")
+    (proc / "meminfo").write_text("MemTotal:       16384000 kB\nMemAvailable:   12000000 kB\n")
+    app, session = root / "app", root / "app" / "session"
+    session.mkdir(parents=True)
+    (session / "memory.max").write_text("max\n")  # the limit is the parent's
+    (session / "memory.current").write_text(f"{900 * MB}\n")
+    (app / "memory.max").write_text(f"{6 * 1024 * MB}\n")
+    (app / "memory.current").write_text(f"{1024 * MB}\n")
+    (app / "memory.stat").write_text(f"anon {700 * MB}\nfile {300 * MB}\ninactive_file {100 * MB}\n")
+    (app / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    memory = read_container_memory(root, proc)
+    assert (memory.limit, memory.used, memory.source) == (6 * 1024 * MB, 924 * MB, "cgroup v2")
+    assert memory.available == (6 * 1024 - 924) * MB
+    assert oom_kill_count(memory) == 1
+    # No limit anywhere: the machine's memory, as /proc/meminfo has it.
+    (app / "memory.max").write_text("max\n")
+    memory = read_container_memory(root, proc)
+    assert (memory.limit, memory.used, memory.source) == (16384000 * 1024, 4384000 * 1024, "meminfo")
