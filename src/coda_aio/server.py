@@ -24,7 +24,7 @@ from coda_aio.routes import pages as web_routes
 from coda_aio.agents.files import AgentFiles
 from coda_aio.agents.configs import AgentModels, write_agent_configs
 from coda_aio.routes.app_keys import (
-    CAPACITY, OWNER, PROJECT_SYNC, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKEN_PERSISTENCE, TOKENS, WEB_ACCESS, WORKSPACE,
+    OWNER, PROJECT_SYNC, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKEN_PERSISTENCE, TOKENS, WEB_ACCESS, WORKSPACE,
 )
 from coda_aio.persistence.project_sync.syncer import ProjectSync
 from coda_aio.persistence.secret_scope import TokenPersistence
@@ -35,7 +35,7 @@ from coda_aio.proxy import ProxyServer
 from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
 from coda_aio.pty_bridge import SessionManager
-from coda_aio.capacity.monitor import CapacityMonitor, Terminal
+from coda_aio.routes import capacity  # issue 23: memory admission, OOM kills, /health degraded
 from coda_aio.terminal.environment import terminal_env
 from coda_aio.rotator import Rotator
 from coda_aio.agents.setup import SetupRunner, agent_install_steps
@@ -109,33 +109,9 @@ async def health(request: web.Request) -> web.Response:
         "owner_check": app[OWNER].status,
         "workspace_configured": settings.host is not None,
         **restart_persistence.health_fields(app),
-        "memory": app[CAPACITY].health() if CAPACITY in app else None,
+        **capacity.health_fields(app),  # memory; "degraded" and why
     }
-    reasons = degraded_reasons(app)
-    if reasons:
-        body["status"], body["reasons"] = "degraded", reasons
     return web.json_response(body)
-
-
-def degraded_reasons(app: web.Application) -> list[str]:
-    """What an operator should look at: memory short of one more session, rotation failing for
-    longer than a token lives (the agents' token has expired), a background loop that died."""
-    reasons = []
-    capacity = app.get(CAPACITY)
-    if capacity is not None and (short := capacity.short_of_memory()):
-        reasons.append(short)
-    rotator = app[ROTATOR]
-    lifetime = app[SETTINGS].token_lifetime
-    if rotator.failing_for() > lifetime:
-        reasons.append(f"token rotation has failed for {rotator.failing_for():.0f} s, longer than a token "
-                       f"lives ({lifetime} s): {rotator.last_error}")
-    loops = {"rotation": rotator, "memory monitor": capacity,
-             "token persistence": app.get(TOKEN_PERSISTENCE), "project sync": app.get(PROJECT_SYNC)}
-    for name, owner in loops.items():
-        failure = getattr(owner, "task_failure", None) if owner is not None else None
-        if failure:
-            reasons.append(f"the {name} task stopped ({failure}); restart coda_aio")
-    return reasons
 
 
 # --- startup and cleanup, in order ------------------------------------------------
@@ -162,28 +138,6 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await sessions.start()
     yield
     await sessions.close()
-
-
-async def capacity_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Memory: admission of new sessions, each session's use, and OOM kills told to the tab."""
-    sessions = app[SESSIONS]
-
-    def on_oom_kill(session_id: str, event: dict) -> None:
-        session = sessions.get(session_id)
-        if session is not None:
-            session.post_event(event)
-
-    monitor = CapacityMonitor(
-        app[SETTINGS].session_memory_mb * 1024 * 1024,
-        lambda: [Terminal(s.id, s.label, s.pid) for s in sessions],
-        on_oom_kill,
-    )
-    app[CAPACITY] = monitor
-    await monitor.start()
-    unsubscribe = sessions.subscribe(lambda count: monitor.wake())
-    yield
-    unsubscribe()
-    await monitor.stop()
 
 
 async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -298,7 +252,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETUP] = SetupRunner(steps)
 
     app.cleanup_ctx.extend(
-        [http_client_ctx, owner_ctx, sessions_ctx, capacity_ctx, proxy_ctx, agent_configs_ctx,
+        [http_client_ctx, owner_ctx, sessions_ctx, capacity.capacity_ctx, proxy_ctx, agent_configs_ctx,
          token_persistence_ctx,  # before the rotator: gives it its boot hook
          rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]
