@@ -201,7 +201,7 @@ def oom_score_adj(pid: int) -> int:
 
 
 async def test_the_oom_killer_takes_a_terminals_process_not_the_server_and_the_tab_is_told(cgroup_of, home):
-    cgroup = cgroup_of(400 * MB)
+    cgroup = cgroup_of(256 * MB)
     async with coda_in(cgroup, home, CODA_SESSION_MEMORY_MB="100") as (url, server_pid), http() as client:
         async with client.post(f"{url}/api/sessions", json={}) as response:
             assert response.status == 201, await response.text()
@@ -211,12 +211,16 @@ async def test_the_oom_killer_takes_a_terminals_process_not_the_server_and_the_t
         assert oom_score_adj(shell) > oom_score_adj(server_pid)
         async with client.ws_connect(f"{url}/api/sessions/{sid}/ws") as ws:
             # Programs each smaller than the server, together more than the limit: by size alone
-            # the OOM killer would take the server (and every terminal with it).
+            # the OOM killer would take the server (and every terminal with it). Each runs a while
+            # before the next starts: coda names a process it has seen (it samples 4 times a second
+            # under pressure), and the killer takes the newest of equals, so not the one starting.
             await ws.send_bytes(
-                b"0for i in $(seq 40); do python3 -c \"b = b'x' * (10 << 20); import time; time.sleep(600)\" & "
-                b"sleep 0.3; done; wait\r")
+                b"0for i in $(seq 40); do python3 -c \"import os; open('programs', 'a').write(f'{os.getpid()} '); "
+                b"b = b'x' * (10 << 20); import time; time.sleep(600)\" & sleep 0.8; done; wait\r")
             event = await events_until(ws, "oom_killed", timeout=120)
-            assert event["command"] == "python3" and event["memory_bytes"] > 10 * MB
+            assert event["command"] == "python3" and event["memory_bytes"] > 10 * MB, event
+            programs = [int(pid) for pid in (home / "projects" / "programs").read_text().split()]
+            assert event["pid"] in programs and not Path(f"/proc/{event['pid']}").exists()
             async with client.get(f"{url}/health") as response:
                 assert response.status == 200
                 assert (await response.json())["memory"]["oom_kills"] >= 1
@@ -293,3 +297,33 @@ def test_cgroup_v2_files_as_a_databricks_app_container_has_them(tmp_path: Path):
     (app / "memory.max").write_text("max\n")
     memory = read_container_memory(root, proc)
     assert (memory.limit, memory.used, memory.source) == (16384000 * 1024, 4384000 * 1024, "meminfo")
+
+
+async def test_the_first_terminal_is_always_admitted_and_the_next_is_refused_when_none_would_fit(
+        make_settings, serve, http):
+    # More than any machine here has: no second session fits, but one is always allowed.
+    url, _ = await serve(make_settings(session_memory_mb=64 * 1024 * 1024))
+    async with http.post(f"{url}/api/sessions", json={"label": "only"}) as r:
+        assert r.status == 201, await r.text()
+        only = (await r.json())["id"]
+    async with http.post(f"{url}/api/sessions", json={}) as r:
+        assert r.status == 429
+        body = await r.json()
+    assert body["session_memory_bytes"] == 64 * 1024 * 1024 * MB
+    assert [s["id"] for s in body["heaviest_sessions"]] == [only]
+    assert body["heaviest_sessions"][0]["label"] == "only" and body["heaviest_sessions"][0]["memory_bytes"] > 0
+    assert "Close a terminal you no longer need; the largest: only" in body["error"]
+    # 0: by CODA_MAX_SESSIONS alone.
+    url, _ = await serve(make_settings(session_memory_mb=0))
+    for _ in range(2):
+        async with http.post(f"{url}/api/sessions", json={}) as r:
+            assert r.status == 201, await r.text()
+
+
+def test_session_memory_setting():
+    from coda_aio.config import ConfigError, Settings
+
+    assert Settings.from_env({"HOME": "/tmp/h"}).session_memory_mb == 768
+    assert Settings.from_env({"HOME": "/tmp/h", "CODA_SESSION_MEMORY_MB": "512"}).session_memory_mb == 512
+    with pytest.raises(ConfigError, match="CODA_SESSION_MEMORY_MB"):
+        Settings.from_env({"HOME": "/tmp/h", "CODA_SESSION_MEMORY_MB": "lots"})

@@ -69,6 +69,7 @@ class CapacityMonitor:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.latest: Sample | None = None
+        self._previous: Sample | None = None  # the sample before the latest
 
     async def start(self) -> None:
         self.latest = await self.sample()
@@ -87,18 +88,26 @@ class CapacityMonitor:
 
     # --- what others ask ---------------------------------------------------------------
 
-    async def sample(self) -> Sample:
+    async def sample(self, *, pss: bool = True) -> Sample:
+        """``pss``: each process's PSS (shared pages split among their users) instead of RSS;
+        it walks every mapping of every process, slow exactly when memory is short."""
         terminals = self._terminals()
-        return await asyncio.to_thread(self._read, terminals)
+        return await asyncio.to_thread(self._read, terminals, pss)
 
-    def _read(self, terminals: list[Terminal]) -> Sample:
+    def _read(self, terminals: list[Terminal], pss: bool) -> Sample:
         container = self._read_container()
-        found = trees([t.pid for t in terminals])
-        return Sample(container, {t.id: found[t.pid] for t in terminals}, oom_kill_count(container))
+        # The kill count before the processes: a kill it counts is one whose victim this
+        # sample's processes can no longer include.
+        kills = oom_kill_count(container)
+        found = trees([t.pid for t in terminals], pss=pss)
+        return Sample(container, {t.id: found[t.pid] for t in terminals}, kills)
 
     async def admit(self) -> None:
-        """Raise MemoryShortError when what is left would not hold one more session."""
-        if self.session_bytes <= 0:
+        """Raise MemoryShortError when what is left would not hold one more session.
+
+        With no terminal open one is always admitted: there is nothing to close to make room,
+        and without a terminal nobody can look at what holds the memory."""
+        if self.session_bytes <= 0 or not self._terminals():
             return
         sample = await self.sample()
         if sample.container.available >= self.session_bytes:
@@ -146,33 +155,41 @@ class CapacityMonitor:
 
     async def _run(self) -> None:
         while True:
-            await sleep_until_woken(self._wake, self._next_interval())
+            pressed = self._pressed()
+            await sleep_until_woken(self._wake, min(self._interval, PRESSED_SAMPLE_SECONDS) if pressed else self._interval)
             try:
-                sample = await self.sample()
+                # Under pressure a quick look (RSS) often beats an exact one (PSS): the OOM killer's
+                # victim can be named only if a sample saw it as what it runs.
+                sample = await self.sample(pss=not pressed)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive one bad look at /proc
                 log.exception("memory sample failed")
                 continue
-            previous, self.latest = self.latest, sample
+            earlier, previous, self.latest = self._previous, self.latest, sample
+            self._previous = previous
             if previous is not None:
-                self._report_oom_kills(previous, sample)
+                self._report_oom_kills(earlier, previous, sample)
 
-    def _next_interval(self) -> float:
+    def _pressed(self) -> bool:
         container = self.latest.container if self.latest else None
-        pressed = container is not None and container.available < 2 * max(self.session_bytes, 256 * MB)
-        return min(self._interval, PRESSED_SAMPLE_SECONDS) if pressed else self._interval
+        return container is not None and container.available < 2 * max(self.session_bytes, 256 * MB)
 
-    def _report_oom_kills(self, previous: Sample, now: Sample) -> None:
+    def _report_oom_kills(self, earlier: Sample | None, previous: Sample, now: Sample) -> None:
         """When the OOM killer struck since the last sample, tell the terminal that lost the
-        largest process (the killer takes the process with the highest badness)."""
+        largest process (the killer takes the process with the highest badness).
+
+        The victim may have died while the last sample was being taken, after its kill count
+        was read: so the processes of the two samples before are looked at, the newer view of
+        each winning (a process seen just after fork is still called by its parent's name)."""
         if previous.oom_kills is None or now.oom_kills is None or now.oom_kills <= previous.oom_kills:
             return
         victims = []
         for sid, before in previous.sessions.items():
+            known = {**(earlier.sessions[sid].processes if earlier and sid in earlier.sessions else {}),
+                     **before.processes}
             after = now.sessions.get(sid)
-            gone = before.processes if after is None else {
-                pid: p for pid, p in before.processes.items() if pid not in after.processes}
+            gone = known if after is None else {pid: p for pid, p in known.items() if pid not in after.processes}
             victims += [(size, sid, pid, command) for pid, (command, size) in gone.items()]
         if not victims:
             log.warning("the OOM killer ended %d process(es) outside the terminals",

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from coda_aio.terminal import ws_protocol
-from coda_aio.capacity.monitor import MemoryShortError
+from coda_aio.capacity.monitor import CapacityMonitor, MemoryShortError
 from coda_aio.routes.app_keys import CAPACITY, ROTATOR, SESSIONS
 from coda_aio.pty_bridge import Session, SessionClosedError, SessionLimitError, SessionStartError
 from coda_aio.web_json import json_error, read_json_object
@@ -55,7 +55,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response([describe(session, capacity) for session in request.app[SESSIONS]])
 
 
-def describe(session: Session, capacity=None) -> dict[str, Any]:
+def describe(session: Session, capacity: CapacityMonitor | None = None) -> dict[str, Any]:
     return {
         "id": session.id,
         "label": session.label,
