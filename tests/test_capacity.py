@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from coda_aio.capacity.container import read_container_memory
-from conftest import eventually, free_port
+from conftest import free_port
 
 WEB_KEY = "coda-web-capacity-key-0123456789"
 MB = 1024 * 1024
@@ -32,15 +33,15 @@ V2 = Path("/sys/fs/cgroup")
 def make_cgroup(limit: int) -> tuple[Path, str] | None:
     """A new memory cgroup with ``limit`` bytes; None where this machine cannot make one."""
     name = f"coda-test-{secrets.token_hex(4)}"
-    for root, limit_file in ((V2, "memory.max"), (V1, "memory.limit_in_bytes")):
-        if not (root / limit_file).exists() and not (root / "cgroup.controllers").exists():
-            continue
-        if root == V2 and "memory" not in (root / "cgroup.subtree_control").read_text() if (root / "cgroup.subtree_control").exists() else root == V2:
+    v2_memory = (V2 / "cgroup.subtree_control").exists() and "memory" in (V2 / "cgroup.subtree_control").read_text()
+    for root, limit_file, usable in ((V2, "memory.max", v2_memory),
+                                     (V1, "memory.limit_in_bytes", (V1 / "memory.limit_in_bytes").exists())):
+        if not usable:
             continue
         try:
             (root / name).mkdir()
             (root / name / limit_file).write_text(str(limit))
-            if limit_file == "memory.limit_in_bytes" and (root / name / "memory.memsw.limit_in_bytes").exists():
+            if root == V1 and (root / name / "memory.memsw.limit_in_bytes").exists():
                 with contextlib.suppress(OSError):  # no swap to fall back on: the OOM killer acts
                     (root / name / "memory.memsw.limit_in_bytes").write_text(str(limit))
             return root / name, "v2" if root == V2 else "v1"
@@ -59,7 +60,6 @@ def remove_cgroup(cgroup: Path) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        import time
         time.sleep(0.05)
     cgroup.rmdir()
 
@@ -111,17 +111,20 @@ async def coda_in(cgroup: Path, home: Path, **env_extra: str):
         preexec_fn=in_cgroup(cgroup),
     )
     output = bytearray()
+    rest: asyncio.Future | None = None
     try:
         async with asyncio.timeout(60):
             while b"http://" not in (line := await server.stdout.readline()):
                 assert line, output.decode()
                 output += line
-        reader = asyncio.ensure_future(server.stdout.read())
+        rest = asyncio.ensure_future(server.stdout.read())  # a full pipe would stall the server
         yield f"http://127.0.0.1:{port}", server.pid
     finally:
         if server.returncode is None:
             server.send_signal(signal.SIGTERM)
         await asyncio.wait_for(server.wait(), 30)
+        if rest is not None:
+            await rest
 
 
 def http() -> aiohttp.ClientSession:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from coda_aio.background import cancel_and_wait, sleep_until_woken, task_failure
 from coda_aio.capacity.container import ContainerMemory, read_container_memory

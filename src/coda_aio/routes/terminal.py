@@ -62,7 +62,7 @@ def describe(session: Session, capacity: CapacityMonitor | None = None) -> dict[
         "created_at": session.created_at,
         "clients": session.clients,
         "process": session.process,
-        # Its processes' memory (PSS, else RSS) at the last sample; None before the first.
+        # Its processes' memory at the last sample (PSS; RSS while memory is short); None before the first.
         "memory_bytes": None if capacity is None else capacity.session_memory(session.id),
     }
 
