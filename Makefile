@@ -38,11 +38,14 @@ system-packages:
 # git-ignored. A failed install fails `make test`, so CI never passes with those tests skipped
 # (pytest run by hand without them skips them, saying why).
 AGENTS_DIR := .agents
-AGENT_CLIS := @anthropic-ai/claude-code@2.1.197 @openai/codex@0.169.0 opencode-ai@1.18.33 @google/gemini-cli@0.61.0
+# One list of the tested versions, read here and by the app (agents/versions.py): comment
+# lines start with "#", every other line is an npm package@version.
+AGENT_VERSIONS := src/coda_aio/agents/tested_versions.txt
+AGENT_CLIS := $(shell grep -v '^[^@a-z]' $(AGENT_VERSIONS))
 
 .PHONY: agents
 agents: $(AGENTS_DIR)/.installed
 
-$(AGENTS_DIR)/.installed: Makefile
+$(AGENTS_DIR)/.installed: Makefile $(AGENT_VERSIONS)
 	npm install -g --prefix $(AGENTS_DIR) --no-audit --no-fund $(AGENT_CLIS)
 	touch $@

@@ -14,6 +14,7 @@ BENCHES = [
     "bench_page_load.py",
     "bench_project_sync.py",
     "bench_file_transfer.py",
+    "bench_capacity.py",
     "soak_long.py",
 ]
 

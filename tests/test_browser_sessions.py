@@ -351,3 +351,25 @@ async def test_a_split_tab_keeps_its_layout_and_each_pane_its_scrollback_across_
     assert problems.messages == []
     assert await csp_violations(page) == []
     await page.context.close()
+
+
+async def test_the_status_bar_shows_the_containers_memory_and_the_picker_each_sessions(browser, app_url):
+    import re
+
+    problems = PageProblems()
+    page = await open_terminal_page(browser, app_url, problems)
+    shown = page.locator("#status-memory")
+    await shown.wait_for()
+    assert re.fullmatch(r"Memory [\d.]+ (MB|GB) of [\d.]+ (MB|GB)", await shown.inner_text())
+    assert "a terminal with an agent needs about 768 MB" in await shown.get_attribute("title")
+    # Each session's memory, once the server has sampled its processes.
+    deadline = asyncio.get_running_loop().time() + 15
+    while not all(isinstance(s["memory_bytes"], int) for s in await sessions(app_url)):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    await page.click("#sessions-button")
+    await page.locator("#session-picker[open]").wait_for()
+    meta = await page.locator(".session-item .session-meta").first.inner_text()
+    assert re.match(r"\d+ s old · [\d.]+ (MB|GB) · in Terminal 1$", meta), meta
+    await page.keyboard.press("Escape")
+    assert problems.messages == []

@@ -146,7 +146,8 @@ async def test_missing_release_and_corrupt_archive_fail_with_a_message(make_sett
 
 
 @pytest.mark.parametrize("version_line, installed", [
-    ("Databricks CLI v0.250.0", False),  # the current CLI: nothing to do
+    (f"Databricks CLI v{VERSION}", False),  # the version asked for: nothing to do
+    ("Databricks CLI v0.250.0", True),  # another version: CODA_DATABRICKS_CLI_VERSION's is installed
     ("Version 0.18.0", True),  # the retired Python databricks-cli: ours is installed (first on PATH)
 ])
 async def test_skipped_only_when_the_current_cli_is_already_on_path(make_settings, tmp_path: Path, version_line,
@@ -193,3 +194,15 @@ async def configured_terminal_runs(settings: Settings, serve, http, fake, comman
     env = await run_command(http, url, session_id, "env | grep ^DATABRICKS_ | sort")
     assert "DATABRICKS_TOKEN" not in env and f"DATABRICKS_CONFIG_PROFILE={settings.profile}" in env
     return await run_command(http, url, session_id, command, timeout=60)
+
+
+async def test_a_cli_of_another_version_in_the_terminals_bin_is_replaced(make_settings):
+    settings = settings_for(make_settings, "http://unused")
+    bin_dir = settings.npm_prefix / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "databricks").write_text("#!/bin/sh\necho 'Databricks CLI v0.250.0'\n")
+    (bin_dir / "databricks").chmod(0o755)
+    async with serving_app(release_app(release_files(release_zip())), free_port()) as url:
+        step = await run_step(settings.with_changes(databricks_cli_base_url=url))
+    assert step["status"] == "done", step
+    assert (bin_dir / "databricks").read_text() == STAND_IN

@@ -372,3 +372,15 @@ def test_many_concurrent_additions_lose_nothing(home: Path) -> None:
     expected = {f"w{k}_{i}" for k in range(4) for i in range(50)}
     assert expected <= set(profiles.sections()), f"{len(expected - set(profiles.sections()))} lost"
     assert cfg.read_text().startswith(USER_FILE)  # the user's lines, byte for byte
+
+
+def test_a_file_dated_in_the_future_does_not_block_profile_writes(home: Path) -> None:
+    # An NFS server's clock ahead, or a copy that kept the times: modified "in an hour".
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[other]\nhost = https://other.example\n")
+    future = time.time() + 3600
+    os.utime(cfg, (future, future))
+    update_profile(cfg, "coda", NEW)
+    written = configparser.ConfigParser(interpolation=None)
+    written.read_string(cfg.read_text())
+    assert written["coda"]["token"] == NEW["token"] and written["other"]["host"] == "https://other.example"

@@ -97,6 +97,37 @@ def test_every_route_answers_bad_json_with_a_4xx_message(server, route, body, si
     assert proc.poll() is None
 
 
+@pytest.mark.parametrize("body", [b"[" * 5000, b"[" * 5000 + b"]" * 5000, b'{"label":' * 5000])
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/api/configure-pat"), ("POST", "/api/sessions"), ("PATCH", "/api/sessions/{id}"),
+])
+def test_deeply_nested_json_gets_a_4xx_json_answer(server, method, path, body):
+    url, proc = server
+    created = None
+    if "{id}" in path:
+        status, raw = request(url, "POST", "/api/sessions", b"{}")
+        assert status == 201, raw
+        created = json.loads(raw)["id"]
+        path = path.replace("{id}", created)
+    try:
+        status, raw = request(url, method, path, body)
+        assert 400 <= status < 500, (status, raw[:200])
+        assert json.loads(raw)["error"]
+    finally:
+        if created:
+            request(url, "DELETE", f"/api/sessions/{created}", None)
+    assert proc.poll() is None
+
+
+def test_cookies_beyond_eight_kilobytes_from_other_local_pages_do_not_lock_the_owner_out(server):
+    url, _ = server
+    # What a few other apps on 127.0.0.1 leave behind: 40 cookies of 1 KiB (Chrome allows 180 of 4 KiB).
+    junk = "; ".join(f"other_app_{i}={'x' * 1000}" for i in range(40))
+    status, raw = request(url, "GET", "/api/sessions", None,
+                          {"Authorization": f"Bearer {WEB_KEY}", "Cookie": junk})
+    assert status == 200, raw[:300]
+
+
 frames = st.lists(
     st.one_of(
         st.tuples(st.just("bytes"), st.sampled_from(b"0123456789x\x00\xff").map(lambda b: bytes([b])),
@@ -226,4 +257,30 @@ def test_no_way_in_without_the_web_key(server, host, port, bearer, cookie, token
     finally:
         connection.close()
     assert status in (400, 401, 403), (headers, path + query, status)
+    assert proc.poll() is None
+
+
+def test_a_deeply_nested_resize_frame_is_ignored_and_the_terminal_answers_on(server):
+    url, proc = server
+
+    async def go():
+        async with web_session() as http:
+            async with http.post(f"{url}/api/sessions", json={}) as r:
+                sid = (await r.json())["id"]
+            try:
+                async with http.ws_connect(f"{url}/api/sessions/{sid}/ws") as ws:
+                    await ws.send_bytes(b"1" + b"[" * 5000 + b"]" * 5000)
+                    await ws.send_bytes(b"0echo nested-$((6*7))\r")
+                    seen = b""
+                    async with asyncio.timeout(10):
+                        async for msg in ws:
+                            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                            seen += msg.data[1:] if msg.data[:1] == b"0" else b""
+                            if b"nested-42" in seen:
+                                return
+            finally:
+                async with http.delete(f"{url}/api/sessions/{sid}"):
+                    pass
+
+    asyncio.run(go())
     assert proc.poll() is None

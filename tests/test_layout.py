@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("coda_aio.pty_bridge", "coda_aio.rotator", "coda_aio.proxy"),
     (
         "coda_aio.terminal", "coda_aio.credentials", "coda_aio.agents", "coda_aio.access",
-        "coda_aio.persistence", "coda_aio.file_transfer",
+        "coda_aio.persistence", "coda_aio.file_transfer", "coda_aio.capacity",
     ),
     (
         "coda_aio.config", "coda_aio.background", "coda_aio.backoff",

@@ -156,6 +156,24 @@ async def test_echo_runs_in_projects_dir_with_a_real_terminal(manager, home):
     assert session.clients == 1 and session.label == "Terminal 1"
 
 
+async def test_projects_folder_is_created_private_and_an_existing_one_is_left_as_it_is(home):
+    sessions = SessionManager(2, 60, home / "projects", pty_env(home), kill_grace=0.3)
+    try:
+        await sessions.create()
+        assert (home / "projects").stat().st_mode & 0o777 == 0o700
+        shared = home / "shared-projects"
+        shared.mkdir(mode=0o755)
+        os.chmod(shared, 0o755)
+        mine = SessionManager(2, 60, shared, pty_env(home), kill_grace=0.3)
+        try:
+            await mine.create()
+            assert shared.stat().st_mode & 0o777 == 0o755
+        finally:
+            await mine.close()
+    finally:
+        await sessions.close()
+
+
 async def interrupt(session, client: Recorder) -> None:
     """Ctrl-C, then wait for its echo: the interrupt flushes input typed before it is processed."""
     start = len(client.output)

@@ -50,6 +50,21 @@ async def test_spawned_children_keep_their_exit_status_and_orphans_are_collected
         reaper.stop()
 
 
+async def test_a_burst_of_orphans_is_collected_in_one_look_not_one_per_look():
+    # 40 zombies nobody waits for, there before the reaper starts (as after a burst of SIGCHLDs).
+    orphans = [os.posix_spawn("/bin/sh", ["sh", "-c", "exit 0"], os.environ) for _ in range(40)]
+    await eventually(lambda: all(pid in zombies(os.getpid()) for pid in orphans), timeout=10)
+    reaper = OrphanReaper(grace=0.05)
+    reaper.start()
+    try:
+        await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans), timeout=20)
+        # One look notes them all, the next collects them all (plus, at most, one that found none).
+        assert reaper.looks <= 3, f"{reaper.looks} looks for 40 orphans"
+        assert reaper.reaped >= 40
+    finally:
+        reaper.stop()
+
+
 def find_coda(unshare_pid: int) -> int | None:
     """The coda_aio process: unshare's only child, PID 1 of the new namespace."""
     kids = list(children(unshare_pid))

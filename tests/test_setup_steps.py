@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from aiohttp import web
 from coda_aio.routes.app_keys import SETUP
 from coda_aio.routes.setup import add_routes
 from coda_aio.agents.setup import SetupRunner, Step, StepFailed, agent_install_steps, low_priority
+from coda_aio.agents.versions import tested_versions as read_tested_versions
+from coda_aio.config import Settings
 
 
 def by_id(runner: SetupRunner) -> dict[str, dict]:
@@ -119,17 +122,86 @@ async def test_agent_install_steps_skip_installed_binaries(make_settings, home: 
         assert step.command[npm:npm + 5] == ["npm", "install", "-g", "--prefix", str(settings.npm_prefix)]
         assert step.command[:npm] == low_priority([])
     assert steps[4].action is not None
-    # Put fake binaries in the prefix: every step's check then succeeds and nothing is installed.
+    # Put stand-ins that run and print the wanted versions in the prefix: every step's check
+    # then succeeds and nothing is installed.
     bin_dir = settings.npm_prefix / "bin"
     bin_dir.mkdir(parents=True)
-    for name in ("claude", "codex", "opencode", "gemini", "databricks"):
-        (bin_dir / name).write_text("#!/bin/sh\n")
+    tested = read_tested_versions()
+    lines = {"claude": f"{tested['@anthropic-ai/claude-code']} (Claude Code)",
+             "codex": f"codex-cli {tested['@openai/codex']}", "opencode": tested["opencode-ai"],
+             "gemini": tested["@google/gemini-cli"], "databricks": f"Databricks CLI v{settings.databricks_cli_version}"}
+    for name, line in lines.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\necho '{line}'\n")
         (bin_dir / name).chmod(0o755)
     runner = SetupRunner(steps, env={"PATH": "/usr/bin:/bin"})
     runner.start()
     await asyncio.wait_for(runner.wait(), 10)
     assert {s["status"] for s in runner.status()["steps"]} == {"skipped"}
     assert runner.status()["status"] == "done"
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def check_passes(step, path: str = "/usr/bin:/bin") -> bool:
+    return subprocess.run(step.check, env={"PATH": path}, capture_output=True, timeout=60).returncode == 0
+
+
+def test_agents_are_installed_at_the_tested_versions_the_makefile_installs_too(make_settings):
+    tested = read_tested_versions()
+    assert set(tested) == {"@anthropic-ai/claude-code", "@openai/codex", "opencode-ai", "@google/gemini-cli"}
+    steps = {s.id: s for s in agent_install_steps(make_settings())}
+    assert steps["codex"].command[-1] == f"@openai/codex@{tested['@openai/codex']}"
+    latest = {s.id: s for s in agent_install_steps(make_settings(agent_versions="latest"))}
+    assert latest["codex"].command[-1] == "@openai/codex@latest"
+    # `make agents` (the CLIs tests/test_agent_clis.py runs) installs that same list.
+    dry_run = subprocess.run(["make", "-n", "-B", "-C", str(REPO), ".agents/.installed"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    npm_line = next(line for line in dry_run.splitlines() if line.startswith("npm install"))
+    assert npm_line.split()[-len(tested):] == [f"{p}@{v}" for p, v in tested.items()]
+
+
+def test_settings_choose_tested_or_latest_agents():
+    assert Settings.from_env({"HOME": "/tmp/h"}).agent_versions == "tested"
+    assert Settings.from_env({"HOME": "/tmp/h", "CODA_AGENT_VERSIONS": "latest"}).agent_versions == "latest"
+    with pytest.raises(ValueError, match="CODA_AGENT_VERSIONS"):
+        Settings.from_env({"HOME": "/tmp/h", "CODA_AGENT_VERSIONS": "newest"})
+
+
+def test_a_cli_is_installed_again_unless_it_runs_at_the_wanted_version(make_settings, tmp_path: Path):
+    settings = make_settings()
+    codex = {s.id: s for s in agent_install_steps(settings)}["codex"]
+    bin_dir = settings.npm_prefix / "bin"
+    bin_dir.mkdir(parents=True)
+    link = bin_dir / "codex"
+    # An npm install cut short: the bin link is there, the package it points into is not whole.
+    link.symlink_to(settings.npm_prefix / "lib" / "node_modules" / "@openai" / "codex" / "bin" / "codex.js")
+    assert not check_passes(codex)
+    half = tmp_path / "codex.js"
+    half.write_text("#!/bin/sh\nexec /nonexistent/node \"$0\" \"$@\"\n")
+    half.chmod(0o755)
+    link.unlink()
+    link.symlink_to(half)
+    assert not check_passes(codex)
+    # Another version than the tested one: installed again (unless the newest is what is wanted).
+    other = tmp_path / "codex-other"
+    other.write_text("#!/bin/sh\necho 'codex-cli 0.171.0'\n")
+    other.chmod(0o755)
+    link.unlink()
+    link.symlink_to(other)
+    assert not check_passes(codex)
+    assert check_passes({s.id: s for s in agent_install_steps(settings.with_changes(agent_versions="latest"))}["codex"])
+
+
+@pytest.mark.skipif(not (REPO / ".agents" / "bin" / "codex").exists(), reason="run `make agents` first")
+def test_the_real_clis_from_make_agents_pass_the_check(make_settings):
+    settings = make_settings()
+    (settings.npm_prefix / "bin").mkdir(parents=True)
+    steps = {s.id: s for s in agent_install_steps(settings)}
+    for step_id, binary in (("claude-code", "claude"), ("codex", "codex"), ("opencode", "opencode"),
+                            ("gemini-cli", "gemini")):
+        (settings.npm_prefix / "bin" / binary).symlink_to(REPO / ".agents" / "bin" / binary)
+        assert check_passes(steps[step_id], path=f"{os.path.dirname(shutil.which('node') or '/usr/bin/node')}:/usr/bin:/bin"), step_id
 
 
 async def test_setup_status_route(aiohttp_client):

@@ -152,7 +152,7 @@ async def test_create_list_attach_rename_delete(client):
     listed = await sessions_by_id(client)
     assert set(listed) == {plain, labelled}
     entry = listed[labelled]
-    assert set(entry) == {"id", "label", "created_at", "clients", "process"}
+    assert set(entry) == {"id", "label", "created_at", "clients", "process", "memory_bytes"}
     assert entry["label"] == "build" and entry["clients"] == 0 and entry["process"]["running"] is True
 
     term = await Term.open(client, labelled)

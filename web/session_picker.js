@@ -3,6 +3,8 @@
 // in the current tab; the session that tab showed keeps running and stays listed here.
 // A modal dialog: keys pressed in it stay in it.
 
+import { formatBytes } from './status_bar.js';
+
 const byId = (id) => document.getElementById(id);
 
 export function formatAge(seconds) {
@@ -56,7 +58,8 @@ export class SessionPicker {
       const meta = document.createElement('span');
       meta.className = 'session-meta';
       const shown = whereShown(session.id);
-      meta.textContent = `${formatAge(now - session.created_at)} old · ${shown ? `in ${shown}` : 'not in a tab'}`;
+      const memory = typeof session.memory_bytes === 'number' ? ` · ${formatBytes(session.memory_bytes)}` : '';
+      meta.textContent = `${formatAge(now - session.created_at)} old${memory} · ${shown ? `in ${shown}` : 'not in a tab'}`;
       item.append(label, command, meta);
       item.addEventListener('click', () => this.choose(i));
       return item;

@@ -17,6 +17,11 @@ function describeOwnerCheck(ownerCheck) {
   return ownerCheck.state || ownerCheck.status || JSON.stringify(ownerCheck);
 }
 
+export function formatBytes(bytes) {
+  if (typeof bytes !== 'number') return '?';
+  return bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GB` : `${Math.round(bytes / 1024 ** 2)} MB`;
+}
+
 export class StatusBar {
   constructor({ onSignIn }) {
     this.connection = byId('status-connection');
@@ -24,6 +29,7 @@ export class StatusBar {
     this.signIn = byId('status-sign-in');
     this.rotation = byId('status-rotation');
     this.mode = byId('status-mode');
+    this.memory = byId('status-memory');
     this.signIn.addEventListener('click', () => onSignIn());
     this.nextRotationAt = null;
   }
@@ -81,9 +87,22 @@ export class StatusBar {
     this.nextRotationAt = tokenState === 'valid' && typeof next === 'number' ? Date.now() + next * 1000 : null;
     this.renderRotation();
 
+    this.showMemory(health && health.memory);
+
     const appMode = health && health.mode === 'app';
     this.mode.hidden = !appMode;
     if (appMode) this.mode.textContent = `App mode · owner check: ${describeOwnerCheck(health.owner_check)}`;
+  }
+
+  // The container's memory (issue 23): a warning once one more terminal would not fit.
+  showMemory(memory) {
+    this.memory.hidden = !memory;
+    if (!memory) return;
+    const short = memory.session_memory_bytes > 0 && memory.available_bytes < memory.session_memory_bytes;
+    this.memory.textContent = `Memory ${formatBytes(memory.used_bytes)} of ${formatBytes(memory.limit_bytes)}`;
+    this.memory.dataset.kind = short ? 'warn' : 'muted';
+    this.memory.title = `${formatBytes(memory.available_bytes)} free (${memory.source}); a terminal with an agent ` +
+      `needs about ${formatBytes(memory.session_memory_bytes)}` + (short ? ': new terminals are refused.' : '.');
   }
 
   renderRotation() {

@@ -251,6 +251,11 @@ export class TerminalTab {
       case 'shutting_down':
         this.setState(STATE.SERVER_RESTARTING);
         break;
+      case 'oom_killed': // memory ran out: the kernel ended this terminal's largest program
+        this.queueOutput(() => this.notice(
+          `coda: memory ran out; the kernel ended ${event.command} (pid ${event.pid}, ` +
+          `${Math.round(event.memory_bytes / 1048576)} MB). The server and other terminals run on.`, '33'));
+        break;
       case 'replay_end':
         this.queueOutput(() => this.endReplay());
         break;

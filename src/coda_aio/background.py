@@ -27,3 +27,12 @@ async def sleep_until_woken(wake: asyncio.Event, seconds: float | None) -> None:
         except TimeoutError:
             pass
     wake.clear()
+
+
+def task_failure(task: asyncio.Future | None) -> str | None:
+    """Why a loop meant to run as long as the app has ended: its exception, or None while it
+    runs (or once it was stopped)."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is None:
+        return None
+    error = task.exception()
+    return f"{type(error).__name__}: {error}"

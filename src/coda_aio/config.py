@@ -131,10 +131,18 @@ class Settings:
     # archives are downloaded from (tests point this at a local server).
     databricks_cli_version: str = "0.290.1"
     databricks_cli_base_url: str = "https://github.com/databricks/cli/releases/download"
+    # "tested": each agent CLI at the version the suite passed with (agents/tested_versions.txt);
+    # "latest": the newest (CODA_AGENT_VERSIONS).
+    agent_versions: str = "tested"
 
     # --- token checks (issue 11, section 4) ---
     # Opening a session or the page asks the workspace about a token it last accepted longer ago.
     token_check_age: float = 30.0
+
+    # --- capacity (issue 23) ---
+    # Memory one more session with an agent needs: below this much free, new sessions get a 429
+    # (0: admit by CODA_MAX_SESSIONS alone). 768 MB: an agent CLI (node) plus its tools.
+    session_memory_mb: int = 768
 
     # --- terminal sockets (issue 9) ---
     # Seconds between WebSocket pings: proxies cut idle connections (the Apps one after minutes).
@@ -207,6 +215,7 @@ class Settings:
             revoke_grace=_float(env, "CODA_REVOKE_GRACE_SECONDS", 60.0),
             profile=env.get("CODA_PROFILE") or ("DEFAULT" if app_mode else "coda"),
             max_sessions=_int(env, "CODA_MAX_SESSIONS", 8, minimum=1),
+            session_memory_mb=_int(env, "CODA_SESSION_MEMORY_MB", 768),
             idle_timeout=_float(env, "CODA_IDLE_TIMEOUT_SECONDS", 86400.0, minimum=1.0),
             install_agents=_flag(env, "CODA_INSTALL_AGENTS", True),
             proxy_read_timeout=_float(env, "CODA_PROXY_READ_TIMEOUT_SECONDS", 600.0, minimum=1.0),
@@ -267,7 +276,10 @@ def _databricks_cli_settings(env: Mapping[str, str]) -> dict:
     base_url = (env.get("CODA_DATABRICKS_CLI_BASE_URL") or "").strip().rstrip("/") or Settings.databricks_cli_base_url
     if not base_url.startswith(("https://", "http://")):
         raise ConfigError(f"CODA_DATABRICKS_CLI_BASE_URL must be an http(s) URL, got {base_url!r}")
-    return {"databricks_cli_version": version, "databricks_cli_base_url": base_url}
+    agent_versions = (env.get("CODA_AGENT_VERSIONS") or "tested").strip().lower()
+    if agent_versions not in ("tested", "latest"):
+        raise ConfigError(f"CODA_AGENT_VERSIONS must be tested or latest, got {agent_versions!r}")
+    return {"databricks_cli_version": version, "databricks_cli_base_url": base_url, "agent_versions": agent_versions}
 
 
 def take_service_principal(environ: os._Environ | dict) -> None:

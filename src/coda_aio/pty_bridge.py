@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from coda_aio.capacity.oom import terminal_oom_score_adj
 from coda_aio.terminal.client_feed import Client, ClientFeed
 from coda_aio.terminal.pty_process import edits_lines, foreground_command, session_members, set_window_size, signal_session, spawn
 from coda_aio.terminal.scrollback import Scrollback
@@ -536,7 +537,10 @@ class SessionManager:
         kill_grace: float = 1.0,
         backlog_limit: int = CLIENT_BACKLOG_BYTES,
         stall_seconds: float = STALL_SECONDS,
+        oom_score_adj: int | None = None,
     ) -> None:
+        # Terminals are what the OOM killer should take first (capacity.oom), never the server.
+        self._oom_score_adj = terminal_oom_score_adj() if oom_score_adj is None else oom_score_adj
         self._backlog_limit = backlog_limit
         self._stall_seconds = stall_seconds
         self._max_sessions = max_sessions
@@ -580,7 +584,8 @@ class SessionManager:
         label = clean_label(label) if label is not None else f"Terminal {self._created}"
         self._starting += 1  # holds a slot while the shell starts, so the limit can't be overshot
         try:
-            process, master_fd = await _start(self._command, self._cwd, self._env, clamp_size(cols), clamp_size(rows))
+            process, master_fd = await _start(self._command, self._cwd, self._env, clamp_size(cols), clamp_size(rows),
+                                              self._oom_score_adj)
         finally:
             self._starting -= 1
         session = Session(
@@ -666,13 +671,14 @@ class SessionManager:
 
 
 async def _start(
-    command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int
+    command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int, oom_score_adj: int
 ) -> tuple[asyncio.subprocess.Process, int]:
     try:
-        cwd.mkdir(parents=True, exist_ok=True)
+        # 0700: the projects in it are the user's alone (a folder that exists is left as it is).
+        cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise SessionStartError(f"cannot create the terminal's working directory {cwd}: {e.strerror}") from e
     try:
-        return await spawn(command, cwd, env, cols, rows)
+        return await spawn(command, cwd, env, cols, rows, oom_score_adj)
     except OSError as e:
         raise SessionStartError(f"cannot start {command[0]!r}: {e.strerror or e}") from e

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
 from coda_aio.credentials import service_principal
-from coda_aio.background import cancel_and_wait, sleep_until_woken
+from coda_aio.background import cancel_and_wait, sleep_until_woken, task_failure
 from coda_aio.backoff import backoff
 from coda_aio.config import Settings, normalize_host
 from coda_aio.credentials.databrickscfg import ConfigFileError, read_profile
@@ -126,6 +126,7 @@ class Rotator:
         self._pastes: dict[str, asyncio.Task] = {}
         self._last_paste: tuple[str, int, ConfigureResult] | None = None
         self.last_error: str | None = None
+        self._failing_since: float | None = None  # monotonic: the first of the current run of failures
         # Issue 13: set by the app when a secret scope is configured. Puts the token persisted
         # there into the profile (True) when the profile has none that works; see _boot.
         self.restore_profile: Callable[[], Awaitable[bool]] | None = None
@@ -176,6 +177,16 @@ class Rotator:
         if self._retry_at is not None:
             due = max(due or 0.0, self._retry_at)
         return None if due is None else round(max(0.0, due - self._now()), 1)
+
+    def failing_for(self) -> float:
+        """Seconds since the rotation steps began to fail (0 while they succeed): past a token's
+        lifetime, the token the agents use has expired or is about to."""
+        return 0.0 if self._failing_since is None else self._now() - self._failing_since
+
+    @property
+    def task_failure(self) -> str | None:
+        """Why the rotation loop has ended (it never should); None while it runs."""
+        return task_failure(self._task)
 
     @property
     def rotations(self) -> int:
@@ -250,6 +261,8 @@ class Rotator:
     def _failed(self, error: str, retry_after: float | None = None) -> None:
         """Plan the next try: exponential backoff with jitter, capped well inside a lifetime."""
         self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = self._now()
         interval = self._settings.rotation_interval
         base = min(BACKOFF_BASE, interval / 20)
         cap = min(BACKOFF_CAP, interval / 2)
@@ -261,6 +274,7 @@ class Rotator:
         log.warning("%s (retrying in %.1f s)", error, delay)
 
     def _succeeded(self) -> None:
+        self._failing_since = None
         self._failures = 0
         self._retry_at = None
         self.last_error = None

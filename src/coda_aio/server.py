@@ -35,6 +35,7 @@ from coda_aio.proxy import ProxyServer
 from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
 from coda_aio.pty_bridge import SessionManager
+from coda_aio.routes import capacity  # issue 23: memory admission, OOM kills, /health degraded
 from coda_aio.terminal.environment import terminal_env
 from coda_aio.rotator import Rotator
 from coda_aio.agents.setup import SetupRunner, agent_install_steps
@@ -55,6 +56,11 @@ CSP = (
     "img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+# Any page on 127.0.0.1 may set cookies that the browser then sends here too; past aiohttp's
+# 8 KiB per header they would lock the owner out with a bare 400 until cleared by hand. A
+# browser sends at most ~180 cookies of 4 KiB per site, so 1 MiB holds any Cookie header.
+REQUEST_HEADER_LIMITS = {"max_line_size": 1 << 20, "max_field_size": 1 << 20}
 
 
 @web.middleware
@@ -126,6 +132,7 @@ async def health(request: web.Request) -> web.Response:
         "owner_check": app[OWNER].status,
         "workspace_configured": settings.host is not None,
         **restart_persistence.health_fields(app),
+        **capacity.health_fields(app),  # memory; "degraded" and why
     }
     return web.json_response(body)
 
@@ -248,6 +255,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[json_errors, *access, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
         client_max_size=64 * 1024,
+        handler_args=REQUEST_HEADER_LIMITS,
     )
     app[SETTINGS] = settings
     app.on_response_prepare.append(security_headers)
@@ -267,7 +275,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETUP] = SetupRunner(steps)
 
     app.cleanup_ctx.extend(
-        [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx,
+        [http_client_ctx, owner_ctx, sessions_ctx, capacity.capacity_ctx, proxy_ctx, agent_configs_ctx,
          token_persistence_ctx,  # before the rotator: gives it its boot hook
          rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]

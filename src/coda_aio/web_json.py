@@ -27,6 +27,8 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _bad_request("The request body is not valid JSON.") from None
+    except RecursionError:  # "[" x 5000: Python's parser recurses once per level
+        raise _bad_request("The request body nests too deeply; send a flat JSON object.") from None
     if not isinstance(body, dict):
         raise _bad_request("The request body must be a JSON object.")
     return body

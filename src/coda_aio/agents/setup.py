@@ -18,9 +18,11 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, Literal, Mapping
 
 from coda_aio.agents import databricks_cli
+from coda_aio.agents.versions import wanted_version
 from coda_aio.background import cancel_and_wait
 from coda_aio.config import Settings, without_secrets
 
@@ -242,9 +244,19 @@ def low_priority(command: list[str]) -> list[str]:
     return prefix + command
 
 
-def _installed_check(settings: Settings, binary: str) -> list[str]:
-    """Succeeds when ``binary`` is already in the npm prefix's bin/ or anywhere on PATH."""
-    return ["sh", "-c", 'test -x "$1" || command -v "$2"', "sh", str(settings.npm_prefix / "bin" / binary), binary]
+# Succeeds when the CLI in the npm prefix's bin/ (else on PATH) runs and its --version names the
+# wanted version ($3; empty: any). A bin link alone proves nothing: an npm install cut short
+# leaves the link to a package that is missing files, and it would be skipped on every boot.
+_RUNS_AT_VERSION = (
+    'for cli in "$1" "$(command -v "$2")"; do '
+    '[ -n "$cli" ] && out=$("$cli" --version 2>/dev/null) && case "$out" in *"$3"*) exit 0;; esac; '
+    'done; exit 1'
+)
+
+
+def installed_check(path: Path, binary: str, version: str | None) -> list[str]:
+    """The check command: ``path`` (else ``binary`` on PATH) runs, at ``version`` when given."""
+    return ["sh", "-c", _RUNS_AT_VERSION, "sh", str(path), binary, version or ""]
 
 
 def agent_install_steps(settings: Settings) -> list[Step]:
@@ -252,18 +264,19 @@ def agent_install_steps(settings: Settings) -> list[Step]:
     terminal's PATH), and the Databricks CLI beside them; a CLI already in that bin/ or on
     PATH is skipped."""
     prefix = settings.npm_prefix
-    npm_steps = [
-        Step(
+    npm_steps = []
+    for step_id, label, package, binary in AGENT_PACKAGES:
+        version = wanted_version(package, settings.agent_versions)
+        npm_steps.append(Step(
             id=step_id,
-            label=f"Install {label}",
+            label=f"Install {label}" + (f" {version}" if version else ""),
             command=low_priority(
-                ["npm", "install", "-g", "--prefix", str(prefix), "--no-audit", "--no-fund", package]
+                ["npm", "install", "-g", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                 f"{package}@{version or 'latest'}"]
             ),
             timeout=NPM_INSTALL_TIMEOUT,
-            check=_installed_check(settings, binary),
-        )
-        for step_id, label, package, binary in AGENT_PACKAGES
-    ]
+            check=installed_check(prefix / "bin" / binary, binary, version),
+        ))
     return npm_steps + [databricks_cli_step(settings)]
 
 
@@ -276,10 +289,11 @@ def databricks_cli_step(settings: Settings) -> Step:
         except databricks_cli.InstallError as e:
             raise StepFailed(str(e)) from None
 
-    # Skipped when the current CLI is there; the retired Python `databricks-cli` (which prints
-    # "Version 0.18.0") does not count: ours goes first on the terminal's PATH.
-    check = ["sh", "-c", 'test -x "$1" || databricks --version 2>/dev/null | grep -q "^Databricks CLI v"', "sh",
-             str(settings.npm_prefix / "bin" / databricks_cli.BINARY)]
+    # Skipped only when a CLI that runs prints the version asked for (CODA_DATABRICKS_CLI_VERSION);
+    # another version, or the retired Python `databricks-cli` ("Version 0.18.0"), is replaced by
+    # ours, which goes first on the terminal's PATH.
+    check = installed_check(settings.npm_prefix / "bin" / databricks_cli.BINARY, databricks_cli.BINARY,
+                            f"Databricks CLI v{settings.databricks_cli_version}")
     return Step(
         id="databricks-cli",
         label="Install the Databricks CLI",

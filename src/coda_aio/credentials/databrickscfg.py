@@ -316,8 +316,12 @@ def _snapshot(path: Path, target: Path) -> _Snapshot | None:
     return _Snapshot(fd, *read)
 
 
-def _recently_changed_by_someone_else(snap: _Snapshot, ours: tuple | None) -> bool:
+def _recently_changed_by_someone_else(snap: _Snapshot, ours: tuple | None, watched: tuple | None = None) -> bool:
     if snap.stat is None or _signature(snap.stat) == ours:
+        return False
+    if snap.stat.st_mtime_ns / 1e9 > time.time() and _signature(snap.stat) == watched:
+        # Dated in the future (an NFS server's clock ahead, times kept by a copy): its age says
+        # nothing, but we saw it unchanged for a settle period, so its writer is done with it.
         return False
     return not _settled(snap.data, snap.stat)
 
@@ -425,10 +429,12 @@ def update_profile(path: Path, profile: str, values: dict[str, str], *,
 def _update_locked(path: Path, target: Path, profile: str, values: dict[str, str], lock_fd: int) -> None:
     ours = _last_written(lock_fd)
     source: _Snapshot | None = None  # content a late writer left in a file we replaced
+    watched: tuple | None = None  # a file dated in the future, as we saw it a settle period ago
     for _ in range(MAX_ATTEMPTS):
         snap = _snapshot(path, target)
-        if snap is None or (source is None and _recently_changed_by_someone_else(snap, ours)):
+        if snap is None or (source is None and _recently_changed_by_someone_else(snap, ours, watched)):
             if snap:
+                watched = _signature(snap.stat)
                 snap.close()
             time.sleep(SETTLE_SECONDS)
             continue

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Callable, Literal
 
-from coda_aio.background import cancel_and_wait
+from coda_aio.background import cancel_and_wait, task_failure
 from coda_aio.backoff import backoff
 from coda_aio.config import Settings
 from coda_aio.credentials.rotation_state import fingerprint
@@ -92,6 +92,11 @@ class TokenPersistence:
         if self._unsubscribe:
             self._unsubscribe()
         await cancel_and_wait(self._task)
+
+    @property
+    def task_failure(self) -> str | None:
+        """Why the write loop has ended (it never should); None while it runs."""
+        return task_failure(self._task)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from coda_aio.credentials.workspace import Workspace
     from coda_aio.persistence.project_sync.syncer import ProjectSync
     from coda_aio.persistence.secret_scope import TokenPersistence
+    from coda_aio.capacity.monitor import CapacityMonitor
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
@@ -36,3 +37,5 @@ WEB_ACCESS: web.AppKey[WebAccess] = web.AppKey("web_access")
 # Issue 13: what survives a restart (see restart_persistence).
 TOKEN_PERSISTENCE: web.AppKey[TokenPersistence] = web.AppKey("token_persistence")
 PROJECT_SYNC: web.AppKey[ProjectSync] = web.AppKey("project_sync")
+# Issue 23: memory admission, per-session memory, OOM kills.
+CAPACITY: web.AppKey[CapacityMonitor] = web.AppKey("capacity")

@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from coda_aio.terminal import ws_protocol
-from coda_aio.routes.app_keys import ROTATOR, SESSIONS
+from coda_aio.capacity.monitor import CapacityMonitor, MemoryShortError
+from coda_aio.routes.app_keys import CAPACITY, ROTATOR, SESSIONS
 from coda_aio.pty_bridge import Session, SessionClosedError, SessionLimitError, SessionStartError
 from coda_aio.web_json import json_error, read_json_object
 
@@ -50,16 +51,19 @@ class _BadRequest(Exception):
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    return web.json_response([describe(session) for session in request.app[SESSIONS]])
+    capacity = request.app.get(CAPACITY)
+    return web.json_response([describe(session, capacity) for session in request.app[SESSIONS]])
 
 
-def describe(session: Session) -> dict[str, Any]:
+def describe(session: Session, capacity: CapacityMonitor | None = None) -> dict[str, Any]:
     return {
         "id": session.id,
         "label": session.label,
         "created_at": session.created_at,
         "clients": session.clients,
         "process": session.process,
+        # Its processes' memory at the last sample (PSS; RSS while memory is short); None before the first.
+        "memory_bytes": None if capacity is None else capacity.session_memory(session.id),
     }
 
 
@@ -72,9 +76,14 @@ async def create_session(request: web.Request) -> web.Response:
         cols = _size(body, "cols", 80)
         rows = _size(body, "rows", 24)
         await request.app[ROTATOR].confirm()  # a dead token turns invalid: terminals ask for a new one
+        capacity = request.app.get(CAPACITY)
+        if capacity is not None:
+            await capacity.admit()
         session = await request.app[SESSIONS].create(label=label, cols=cols, rows=rows)
     except (_BadRequest, ValueError) as e:
         return json_error(400, str(e))
+    except MemoryShortError as e:
+        return web.json_response({"error": str(e), **e.details}, status=429)
     except SessionLimitError as e:
         return json_error(429, str(e))
     except SessionStartError as e:
@@ -93,7 +102,7 @@ async def rename_session(request: web.Request) -> web.Response:
         session.rename(body["label"])
     except (_BadRequest, ValueError) as e:
         return json_error(400, str(e))
-    return web.json_response(describe(session))
+    return web.json_response(describe(session, request.app.get(CAPACITY)))
 
 
 async def delete_session(request: web.Request) -> web.Response:

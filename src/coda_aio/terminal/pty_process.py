@@ -17,10 +17,14 @@ from typing import Mapping, Sequence
 
 
 async def spawn(
-    command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int
+    command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int,
+    oom_score_adj: int | None = None,
 ) -> tuple[asyncio.subprocess.Process, int]:
     """Start ``command`` on a new PTY, as the leader of its own session with the PTY as its
-    controlling terminal; returns the process and the (non-blocking) master fd."""
+    controlling terminal; returns the process and the (non-blocking) master fd.
+
+    ``oom_score_adj``: set in the child before it runs ``command`` (its children inherit it), so
+    that the OOM killer takes a terminal's process before the server (capacity.oom)."""
     master_fd, slave_fd = os.openpty()
     try:
         set_window_size(master_fd, cols, rows)
@@ -33,7 +37,7 @@ async def spawn(
             cwd=cwd,
             env=dict(env),
             start_new_session=True,
-            preexec_fn=_take_controlling_terminal,
+            preexec_fn=lambda: _prepare_child(oom_score_adj),
         )
     except BaseException:
         os.close(master_fd)
@@ -44,10 +48,16 @@ async def spawn(
     return process, master_fd
 
 
-def _take_controlling_terminal() -> None:
+def _prepare_child(oom_score_adj: int | None) -> None:
     # Runs in the child between fork and exec, after setsid(): without a controlling
     # terminal bash has no job control and Ctrl-C would not reach the foreground program.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if oom_score_adj is not None:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom_score_adj))
+        except OSError:
+            pass  # no /proc: the terminal keeps the server's score
 
 
 def edits_lines(fd: int) -> bool:

@@ -45,6 +45,7 @@ class OrphanReaper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_signal = False
         self.reaped = 0
+        self.looks = 0  # how often it looked for zombies (tests: a burst takes two looks, not one each)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -69,8 +70,29 @@ class OrphanReaper:
 
     def _check(self) -> None:
         self._timer = None
+        self.looks += 1
+        ready = ready_children()
+        waiting = self._reap_one_at_a_time() if ready is None else self._reap(ready)
+        if waiting or not self._on_signal:
+            self._schedule()
+
+    def _reap(self, ready: list[int]) -> bool:
+        """Collect every zombie seen on an earlier look; note the new ones. True if any wait."""
         now = time.monotonic()
-        waiting = False
+        seen: dict[int, float] = {}
+        for pid in ready:
+            first_seen = self._seen.get(pid, now)
+            if now - first_seen < self._grace:
+                seen[pid] = first_seen  # perhaps someone's own child: its waiter has until the next look
+                continue
+            self._collect(pid)
+        self._seen = seen  # whatever is not a zombie any more is forgotten
+        return bool(seen)
+
+    def _reap_one_at_a_time(self) -> bool:
+        """Without /proc's children lists only the first zombie can be seen (``waitid`` with
+        ``P_ALL`` reports the same one until it is gone): one per look."""
+        now = time.monotonic()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -78,21 +100,46 @@ class OrphanReaper:
                 info = None
             if info is None or info.si_pid == 0:
                 self._seen.clear()  # no zombie left: whatever was noted is gone
-                break
+                return False
             pid = info.si_pid
             first_seen = self._seen.setdefault(pid, now)
             if now - first_seen < self._grace:
-                waiting = True  # perhaps someone's own child: its waiter has until the next look
-                break
-            try:
-                os.waitpid(pid, os.WNOHANG)
-                self.reaped += 1
-                log.debug("reaped orphan %s", pid)
-            except ChildProcessError:
-                pass  # its waiter got it after all
+                return True
+            self._collect(pid)
             self._seen.pop(pid, None)
-        if waiting or not self._on_signal:
-            self._schedule()
+
+    def _collect(self, pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            self.reaped += 1
+            log.debug("reaped orphan %s", pid)
+        except ChildProcessError:
+            pass  # its waiter got it after all
+
+
+def ready_children() -> list[int] | None:
+    """This process's children that have exited and wait to be collected, all of them (a
+    thousand orphans of one burst are collected in one look, not one per look); None where
+    /proc has no children lists."""
+    me = os.getpid()
+    children: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{me}/task"):
+            with open(f"/proc/{me}/task/{tid}/children", "rb") as f:
+                children += [int(pid) for pid in f.read().split()]
+    except FileNotFoundError:
+        return None  # a kernel without CONFIG_PROC_CHILDREN (or a thread that just ended)
+    except OSError:
+        return None
+    ready = []
+    for pid in children:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            continue  # collected meanwhile
+        if info is not None and info.si_pid:
+            ready.append(pid)
+    return ready
 
 
 async def orphan_reaper_ctx(app: web.Application) -> AsyncIterator[None]:

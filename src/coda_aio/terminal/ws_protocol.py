@@ -51,7 +51,7 @@ def parse_resize(payload: bytes | memoryview) -> tuple[int, int] | None:
     """``(cols, rows)`` from a resize payload, or None when malformed (the session clamps them)."""
     try:
         body = json.loads(bytes(payload))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[" x 5000
         return None
     if not isinstance(body, dict):
         return None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Literal
 
-from coda_aio.background import cancel_and_wait, sleep_until_woken
+from coda_aio.background import cancel_and_wait, sleep_until_woken, task_failure
 from coda_aio.backoff import backoff
 from coda_aio.config import Settings
 from coda_aio.files import write_atomic
@@ -117,6 +117,11 @@ class ProjectSync:
         if self._unsubscribe:
             self._unsubscribe()
         await cancel_and_wait(self._task)
+
+    @property
+    def task_failure(self) -> str | None:
+        """Why the sync loop has ended (it never should); None while it runs."""
+        return task_failure(self._task)
 
     def wake(self) -> None:
         """Look at the repositories now instead of at the next poll."""
@@ -339,6 +344,8 @@ class ProjectSync:
         target = self._projects_dir / name
         staging = self._projects_dir / f".coda-restore-{name}"
         await asyncio.to_thread(shutil.rmtree, staging, True)
+        # A restore before any terminal opened creates ~/projects: the user's alone, as there.
+        self._projects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await git_repo.init(staging)
         for bundle in manifest.bundles:
             status.progress = f"history: {bundle.name}"
