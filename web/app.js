@@ -10,7 +10,7 @@ import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
 import { SessionPicker } from './session_picker.js';
-import { SplitLayout, clampRatio } from './split_layout.js';
+import { PaneSplits } from './pane_splits.js';
 import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
@@ -32,15 +32,11 @@ const FOCUSED_PANE_KEY = 'coda.focusedSession';
 // after a server restart every tab gets a new session in whatever order they reconnect.
 const TAB_ORDER_KEY = 'coda.tabOrder';
 const FIT_DEBOUNCE_MS = 30;
-// Split tabs, by the first pane's session id: {second: session id, orientation, ratio}.
-const SPLITS_KEY = 'coda.splits';
 
 class App {
   constructor() {
     this.tabs = [];
     this.active = null;
-    // A split tab's layout, by the tab (its first pane); the tab bar shows first panes only.
-    this.splits = new Map();
     // The pane of the active tab that has the keyboard (null: the tab itself).
     this.focusedPane = null;
     this.settings = loadSettings();
@@ -56,6 +52,8 @@ class App {
     this.keydownTarget = null;
 
     this.terminals = document.getElementById('terminals');
+    // Tabs split in two panes (pane_splits.js); the tab bar shows first panes only.
+    this.splits = new PaneSplits({ host: this.terminals, onResize: () => this.scheduleFit() });
     this.tabBar = new TabBar({
       onSelect: (tab) => this.activate(tab),
       onClose: (tab) => this.requestClose(tab),
@@ -200,17 +198,13 @@ class App {
 
   // A tab for every live session (none becomes unreachable), split as this browser left it.
   openTabs(sessions) {
-    const layout = loadSplits();
     const live = new Map(sessions.map((s) => [s.id, s]));
-    const secondOf = new Map();
-    for (const [first, entry] of Object.entries(layout)) {
-      if (live.has(first) && live.has(entry.second) && first !== entry.second && !layout[entry.second]) secondOf.set(entry.second, first);
-    }
-    for (const session of sessions) if (!secondOf.has(session.id)) this.addTab(session.id, session.label || 'Terminal');
-    for (const [secondId, firstId] of secondOf) {
-      const tab = this.tabs.find((t) => t.id === firstId);
+    const pairs = this.splits.savedPairs(new Set(live.keys()));
+    for (const session of sessions) if (!pairs.has(session.id)) this.addTab(session.id, session.label || 'Terminal');
+    for (const [secondId, { first, ...layout }] of pairs) {
+      const tab = this.tabs.find((t) => t.id === first);
       const label = live.get(secondId).label || 'Terminal';
-      if (tab && !this.splits.has(tab)) this.layOut(tab, this.createPane(secondId, label), layout[firstId]);
+      if (tab && !this.splits.has(tab)) this.layOut(tab, this.createPane(secondId, label), layout);
       else this.addTab(secondId, label);
     }
   }
@@ -360,10 +354,8 @@ class App {
     this.tabs = this.tabs.filter((t) => t !== tab);
     const panes = this.panesOf(tab);
     if (panes.includes(this.search.tab)) this.search.close();
-    const split = this.splits.get(tab);
-    this.splits.delete(tab);
+    this.splits.remove(tab);
     for (const pane of panes) pane.dispose();
-    split?.element.remove();
     if (this.active === tab) this.active = null;
     this.render();
   }
@@ -371,8 +363,7 @@ class App {
   // --- split panes ----------------------------------------------------------------------
 
   panesOf(tab) {
-    const split = this.splits.get(tab);
-    return split ? [split.first, split.second] : [tab];
+    return this.splits.panesOf(tab);
   }
 
   allPanes() {
@@ -389,8 +380,7 @@ class App {
       if (visible) pane.show();
       else pane.hide();
     }
-    const split = this.splits.get(tab);
-    if (split) split.element.hidden = !visible;
+    this.splits.setVisible(tab, visible);
     if (visible) this.markFocusedPane();
   }
 
@@ -409,17 +399,9 @@ class App {
     this.renderStatus();
   }
 
-  layOut(tab, second, { orientation = 'row', ratio = 0.5 } = {}) {
-    const split = new SplitLayout({
-      host: this.terminals, first: tab, second, orientation, ratio: clampRatio(ratio),
-      onResize: () => {
-        this.scheduleFit();
-        this.saveSplits();
-      },
-    });
-    this.splits.set(tab, split);
+  layOut(tab, second, layout) {
+    this.splits.layOut(tab, second, layout);
     if (tab !== this.active) this.showPanes(tab, false);
-    return split;
   }
 
   // A second pane with a new session beside (row) or below (column) the active tab's.
@@ -459,10 +441,7 @@ class App {
 
   // Back to one pane: `keep` stays (and becomes the tab), the other is disposed of.
   unsplit(tab, keep) {
-    const split = this.splits.get(tab);
-    const gone = keep === split.first ? split.second : split.first;
-    this.splits.delete(tab);
-    split.dissolve(keep);
+    const gone = this.splits.dissolve(tab, keep);
     if (this.search.tab === gone) this.search.close();
     gone.dispose();
     if (keep !== tab) this.tabs[this.tabs.indexOf(tab)] = keep;
@@ -482,23 +461,14 @@ class App {
       return;
     }
     if (!(await this.mayEnd([pane], 'the pane'))) return;
-    const split = this.splits.get(tab);
-    if (!split || (split.first !== pane && split.second !== pane)) return;
-    const gone = this.unsplit(tab, pane === split.first ? split.second : split.first);
+    const other = this.splits.otherPane(tab, pane);
+    if (!other) return;
+    const gone = this.unsplit(tab, other);
     if (gone.id) await this.deleteSession(gone.id);
   }
 
   focusOtherPane() {
-    const split = this.splits.get(this.active);
-    if (split) (this.current === split.first ? split.second : split.first).focus();
-  }
-
-  saveSplits() {
-    const layout = {};
-    for (const [tab, split] of this.splits) {
-      if (tab.id && split.second.id) layout[tab.id] = { second: split.second.id, orientation: split.orientation, ratio: split.ratio };
-    }
-    localStorage.setItem(SPLITS_KEY, JSON.stringify(layout));
+    this.splits.otherPane(this.active, this.current)?.focus();
   }
 
   async renameTab(tab, label) {
@@ -707,7 +677,7 @@ class App {
     this.renderStatus();
     const order = this.tabs.map((t) => t.id).filter(Boolean);
     if (order.length) localStorage.setItem(TAB_ORDER_KEY, JSON.stringify(order));
-    this.saveSplits();
+    this.splits.save();
     this.rememberFocus();
   }
 
@@ -747,17 +717,6 @@ class App {
     this.messageTimer = setTimeout(() => {
       el.hidden = true;
     }, 6000);
-  }
-}
-
-// The split layout this browser saved: {first session id: {second, orientation, ratio}}.
-function loadSplits() {
-  try {
-    const layout = JSON.parse(localStorage.getItem(SPLITS_KEY) || '{}');
-    if (!layout || typeof layout !== 'object' || Array.isArray(layout)) return {};
-    return Object.fromEntries(Object.entries(layout).filter(([, entry]) => entry && typeof entry.second === 'string'));
-  } catch {
-    return {};
   }
 }
 
