@@ -128,6 +128,19 @@ async def test_an_upload_without_a_name_is_a_400(make_settings, serve, http, hom
     assert not (home / "uploads").exists()
 
 
+async def test_the_page_learns_the_upload_limit_and_download_sequence_from_the_server(make_settings, serve, http):
+    """One place for each: the server's constants, served; the page's scripts repeat neither."""
+    url, _app = await serve(make_settings())
+    async with http.get(f"{url}/api/file-transfer") as r:
+        assert r.status == 200
+        assert await r.json() == {"max_upload_bytes": MAX_UPLOAD_BYTES, "download_osc": download_spool.DOWNLOAD_OSC}
+    web = Path(__file__).resolve().parents[1] / "web"
+    for script in web.glob("*.js"):
+        text = script.read_text()
+        assert str(download_spool.DOWNLOAD_OSC) not in text, script
+        assert "32 * 1024 * 1024" not in text and str(MAX_UPLOAD_BYTES) not in text, script
+
+
 async def test_above_32_mib_is_a_413_that_keeps_nothing_and_loses_nothing(make_settings, serve, http, home):
     url, _app = await serve(make_settings())
     uploads = home / "uploads"

@@ -41,6 +41,7 @@ export const api = {
   configurePat: (token) => request('POST', '/api/configure-pat', { token }),
   setupStatus: () => request('GET', '/api/setup-status'),
   projectSync: () => request('GET', '/api/project-sync'),
+  fileTransfer: () => request('GET', '/api/file-transfer'),
   listSessions: () => request('GET', '/api/sessions'),
   createSession: (fields) => request('POST', '/api/sessions', fields),
   renameSession: (id, label) => request('PATCH', `/api/sessions/${encodeURIComponent(id)}`, { label }),

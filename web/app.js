@@ -126,19 +126,24 @@ class App {
       this.menu.open(event.clientX, event.clientY);
     });
     new ResizeObserver(() => this.scheduleFit()).observe(this.terminals);
-    // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
-    acceptFiles(this.terminals, {
-      tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
-      notify: (text, kind) => this.flashMessage(text, kind),
-    });
     setInterval(() => this.tick(), TICK_MS);
 
-    // The account and the sessions are asked for at once: neither answer waits for the other.
+    // The account, the sessions and the file limits are asked for at once: no answer waits
+    // for another.
     const sessionsLoaded = this.loadSessions();
+    const fileConfigLoaded = api.fileTransfer().catch(() => null);
     await this.refreshAccount();
     setInterval(() => this.refreshAccount(), HEALTH_REFRESH_MS);
 
     const sessions = inUserOrder(await sessionsLoaded);
+    // Asked again if the first try found the server still starting (loadSessions waited).
+    this.fileConfig = (await fileConfigLoaded) || (await api.fileTransfer());
+    // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
+    acceptFiles(this.terminals, {
+      tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
+      notify: (text, kind) => this.flashMessage(text, kind),
+      config: this.fileConfig,
+    });
     const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
     this.openTabs(sessions);
     if (this.tabs.length === 0) {
@@ -191,7 +196,7 @@ class App {
   // One terminal: a tab of its own, or the second pane of a split tab.
   createPane(id, label) {
     const pane = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
-    watchDownloads(pane, (text, kind) => this.flashMessage(text, kind));
+    watchDownloads(pane, (text, kind) => this.flashMessage(text, kind), this.fileConfig);
     pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
     return pane;
   }

@@ -5,11 +5,8 @@
 // private escape sequence carrying a one-time id; the page fetches that one file and hands it
 // to the browser's downloads.
 
-// Mirrors MAX_UPLOAD_BYTES in src/coda_aio/file_transfer/routes.py. The server's check is the
-// one that counts; this one spares a long upload that would only be refused.
-const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
-// Mirrors DOWNLOAD_OSC in src/coda_aio/file_transfer/download_spool.py.
-const DOWNLOAD_OSC = 7717;
+// The upload limit and the download sequence's number come from the server
+// (GET /api/file-transfer: `config` below), which owns both.
 const DOWNLOAD_ID = /^[0-9a-f]{32}$/;
 // How long a downloaded file's blob URL lives: revoking it at once can cancel the download.
 const BLOB_URL_LIFETIME_MS = 60_000;
@@ -22,7 +19,9 @@ export function shellQuote(text) {
 
 // Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`).
 // `notify(text, kind)` shows progress ('info'), success ('good') and errors ('bad') on the page.
-export function acceptFiles(container, { tabFor, notify }) {
+// `config` is the server's {max_upload_bytes}: the server's check is the one that counts; this
+// one spares a long upload that would only be refused.
+export function acceptFiles(container, { tabFor, notify, config }) {
   // Capture phase: ahead of xterm.js's own paste handler on its textarea.
   container.addEventListener('paste', (event) => {
     const files = pastedFiles(event.clipboardData);
@@ -30,7 +29,7 @@ export function acceptFiles(container, { tabFor, notify }) {
     if (!tab) return;
     event.preventDefault();
     event.stopPropagation();
-    uploadInto(tab, files, notify);
+    uploadInto(tab, files, notify, config.max_upload_bytes);
   }, true);
   container.addEventListener('dragover', (event) => {
     if (!carriesFiles(event.dataTransfer)) return;
@@ -42,7 +41,7 @@ export function acceptFiles(container, { tabFor, notify }) {
     if (!files.length) return;
     event.preventDefault();
     const tab = tabFor(event.target);
-    if (tab) uploadInto(tab, files, notify);
+    if (tab) uploadInto(tab, files, notify, config.max_upload_bytes);
   });
 }
 
@@ -57,7 +56,7 @@ function carriesFiles(transfer) {
   return Boolean(transfer && [...transfer.types].includes('Files'));
 }
 
-async function uploadInto(tab, files, notify) {
+async function uploadInto(tab, files, notify, maxBytes) {
   if (tab.inputHandler) {
     notify('This terminal is not at a shell prompt (sign-in or a finished shell); nothing was uploaded.');
     return;
@@ -66,8 +65,8 @@ async function uploadInto(tab, files, notify) {
   const problems = [];
   for (const file of files) {
     const name = file.name || 'pasted';
-    if (file.size > MAX_UPLOAD_BYTES) {
-      problems.push(`${name} is larger than ${MAX_UPLOAD_BYTES / 1024 / 1024} MiB, the upload limit`);
+    if (file.size > maxBytes) {
+      problems.push(`${name} is larger than ${maxBytes / 1024 / 1024} MiB, the upload limit`);
       continue;
     }
     try {
@@ -113,9 +112,9 @@ function uploadFile(file, name, onProgress) {
 
 // Downloads that `coda-download` announces in `tab`'s output. Only live output counts: a
 // replayed scrollback holds the sequences of downloads done long ago. Nothing is ever sent to
-// the shell from here.
-export function watchDownloads(tab, notify) {
-  tab.term.parser.registerOscHandler(DOWNLOAD_OSC, (data) => {
+// the shell from here. `config` is the server's {download_osc}.
+export function watchDownloads(tab, notify, config) {
+  tab.term.parser.registerOscHandler(config.download_osc, (data) => {
     const [kind, id] = data.split(';');
     if (!tab.replaying && kind === 'download' && DOWNLOAD_ID.test(id || '')) download(id, notify);
     return true; // ours: no other handler sees it
