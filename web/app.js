@@ -6,6 +6,7 @@
 import { api } from './api.js';
 import { CloseConfirm } from './close_confirm.js';
 import { ContextMenu } from './context_menu.js';
+import { readClipboard } from './clipboard_paste.js';
 import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
@@ -77,7 +78,7 @@ class App {
     this.menu = new ContextMenu({
       items: [
         { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.current?.copySelection(), enabled: () => Boolean(this.current?.term.hasSelection()) },
-        { label: 'Paste', hint: 'Ctrl+Shift+V', run: () => this.pasteFromClipboard() },
+        { label: 'Paste', hint: 'Ctrl+V', run: () => this.pasteFromClipboard() },
         { label: 'Select all', run: () => this.current?.term.selectAll() },
         { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.current && this.search.open(this.current) },
       ],
@@ -139,7 +140,7 @@ class App {
     // Asked again if the first try found the server still starting (loadSessions waited).
     this.fileConfig = (await fileConfigLoaded) || (await api.fileTransfer());
     // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
-    acceptFiles(this.terminals, {
+    this.files = acceptFiles(this.terminals, {
       tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
       notify: (text, kind) => this.flashMessage(text, kind),
       config: this.fileConfig,
@@ -609,31 +610,37 @@ class App {
     this.menu.open(box.left, box.bottom);
   }
 
-  // Chosen by the person (menu), so the clipboard's text goes to the shell as a paste would.
+  // Chosen by the person (menu): text goes to the shell as a paste would, an image is uploaded
+  // as a pasted one is; when the browser will not say what is there, the message says why.
   async pasteFromClipboard() {
     const tab = this.current;
-    try {
-      const text = await navigator.clipboard.readText();
-      if (text && tab) tab.paste(text);
-    } catch (err) {
-      this.flashMessage(`Paste needs clipboard access (or use Ctrl+Shift+V): ${err.message}`);
-    }
+    const clipboard = await readClipboard();
+    if (!tab) return;
+    if (clipboard.text) tab.paste(clipboard.text);
+    else if (clipboard.files) this.files.upload(tab, clipboard.files);
+    else this.flashMessage(clipboard.problem);
+    tab.focus();
   }
 
-  // Keys xterm.js must leave to the browser: copy and paste with Ctrl+Shift.
+  // Keys xterm.js must leave to the browser: Ctrl+Shift+C copies; Ctrl+V and Ctrl+Shift+V paste.
   terminalKey(event, tab) {
     // The keypress of a key that went down elsewhere (Enter in the rename field, which then
     // hands the focus back to the terminal) belongs to that field, not to the shell.
     if (event.type === 'keypress' && this.keydownTarget !== tab.term.textarea) return false;
-    if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey) return true;
+    if (event.type !== 'keydown' || !event.ctrlKey || event.altKey || event.metaKey) return true;
     const key = event.key.toLowerCase();
-    if (key === 'c') {
+    if (event.shiftKey && key === 'c') {
       tab.copySelection();
       event.preventDefault();
       return false;
     }
-    // Returning false lets the browser's own paste happen; xterm.js then receives the paste event.
-    return key !== 'v';
+    // Returning false lets the browser's own paste happen: xterm.js then receives the paste
+    // event (text), or file_transfer.js does (an image or a file). Only the browser's own event
+    // carries files: Chromium's Ctrl+Shift+V is "paste as plain text", so only Ctrl+V uploads.
+    // The setting gives Ctrl+V to the shell (readline's literal next), except at a prompt the
+    // page draws (the token prompt), which has no use for it.
+    if (key !== 'v') return true;
+    return !(event.shiftKey || tab.inputHandler || this.settings.ctrlV === 'paste');
   }
 
   // --- rendering ------------------------------------------------------------------------

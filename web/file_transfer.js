@@ -17,7 +17,9 @@ export function shellQuote(text) {
   return `'${text.replace(/'/g, `'"'"'`)}'`;
 }
 
-// Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`).
+// Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`),
+// which is outlined while files are dragged over it. Returns {upload(tab, files)} for files
+// that come another way (the menu's Paste).
 // `notify(text, kind)` shows progress ('info'), success ('good') and errors ('bad') on the page.
 // `config` is the server's {max_upload_bytes}: the server's check is the one that counts; this
 // one spares a long upload that would only be refused.
@@ -31,18 +33,33 @@ export function acceptFiles(container, { tabFor, notify, config }) {
     event.stopPropagation();
     uploadInto(tab, files, notify, config.max_upload_bytes);
   }, true);
+  // The pane that will take the drop, outlined (style.css: .drop-target) so it is clear which
+  // of two split panes gets the files.
+  let target = null;
+  const showTarget = (pane) => {
+    if (pane === target) return;
+    target?.classList.remove('drop-target');
+    target = pane;
+    target?.classList.add('drop-target');
+  };
   container.addEventListener('dragover', (event) => {
     if (!carriesFiles(event.dataTransfer)) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = 'copy';
+    showTarget(tabFor(event.target)?.pane || null);
+  });
+  container.addEventListener('dragleave', (event) => {
+    if (!event.relatedTarget || !container.contains(event.relatedTarget)) showTarget(null);
   });
   container.addEventListener('drop', (event) => {
+    showTarget(null);
     const files = [...(event.dataTransfer?.files || [])];
     if (!files.length) return;
     event.preventDefault();
     const tab = tabFor(event.target);
     if (tab) uploadInto(tab, files, notify, config.max_upload_bytes);
   });
+  return { upload: (tab, files) => uploadInto(tab, files, notify, config.max_upload_bytes) };
 }
 
 // Files only when the clipboard holds no text: copying cells from a spreadsheet puts a picture
