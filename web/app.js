@@ -7,6 +7,7 @@ import { api } from './api.js';
 import { CloseConfirm } from './close_confirm.js';
 import { ContextMenu } from './context_menu.js';
 import { readClipboard } from './clipboard_paste.js';
+import { watchClipboardWrites } from './clipboard_writes.js';
 import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
 import { SearchBar } from './search_bar.js';
@@ -198,6 +199,11 @@ class App {
   createPane(id, label) {
     const pane = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
     watchDownloads(pane, (text, kind) => this.flashMessage(text, kind), this.fileConfig);
+    watchClipboardWrites(pane, {
+      policy: () => this.settings.clipboardWrites,
+      notify: (text, kind) => this.flashMessage(text, kind),
+      ask: (question) => this.confirm.ask(question, { yes: 'Set the clipboard', no: 'Leave it' }),
+    });
     pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
     return pane;
   }

@@ -4,7 +4,6 @@
 // connection-state changes through the callbacks it passes in.
 
 import { Terminal } from '/vendor/xterm.mjs';
-import { ClipboardAddon } from '/vendor/addon-clipboard.mjs';
 import { FitAddon } from '/vendor/addon-fit.mjs';
 import { ImageAddon } from '/vendor/addon-image.mjs';
 import { SearchAddon } from '/vendor/addon-search.mjs';
@@ -89,7 +88,6 @@ export class TerminalTab {
     this.term.loadAddon(new Unicode11Addon());
     this.term.unicode.activeVersion = '11';
     this.loadImageAddon();
-    this.loadClipboardAddon();
     this.term.open(this.pane);
     this.renderer = new Renderer(this.term, this.pane);
     this.renderer.use(wantsWebgl(settings.renderer, gpu));
@@ -383,14 +381,6 @@ export class TerminalTab {
   // says "sixel"), so programs that ask before drawing (chafa, notcurses, lsix) draw images.
   loadImageAddon() {
     this.term.loadAddon(new ImageAddon({ sixelSupport: true, iipSupport: true }));
-  }
-
-  // OSC 52: programs (vim, tmux, agent TUIs) may put text on the clipboard. They may not read
-  // it: a read would send the person's clipboard to whatever runs in the shell, so that
-  // request is swallowed here, before the addon sees it (the handler registered last runs first).
-  loadClipboardAddon() {
-    this.term.loadAddon(new ClipboardAddon());
-    this.term.parser.registerOscHandler(52, (data) => data.split(';')[1] === '?');
   }
 
   applySettings(settings, gpu) {
