@@ -440,6 +440,35 @@ async def test_no_file_descriptors_leak_and_no_children_are_left(home):
         assert not Path(f"/proc/{session.pid}").exists()  # reaped, not a zombie
 
 
+async def test_each_client_is_told_in_order_with_the_output_whether_it_is_the_answering_one(manager):
+    """One tab, the one the person uses, acts on what only one may (a one-time download link):
+    each client learns when it becomes or stops being that one, between the output around it."""
+    session = await manager.create()
+    first, second = Recorder(), Recorder()
+    session.attach(first)
+    await first.wait_event("answering")
+    session.write(b"echo one-$((1+1))\n")
+    await first.wait_for(b"one-2")
+    detach_second = session.attach(second)  # attached last, nobody focused: it answers
+    await second.wait_event("answering")
+    await eventually(lambda: len(first.events) == 3)
+    session.focus(first)  # the person is back at the first
+    await eventually(lambda: len(second.events) == 3)
+    session.write(b"echo two-$((1+1))\n")
+    await second.wait_for(b"two-2")
+    await first.wait_for(b"two-2")
+    detach_second()
+    session.focus(second)  # gone: changes nothing
+    answering = lambda c: [(e["answering"]) for e in c.events if e["type"] == "answering"]  # noqa: E731
+    assert answering(first) == [True, False, True]
+    assert answering(second) == [True, False]
+    # The first heard of losing it after the output it had seen as the answering one.
+    [(told_yes_at, _), (told_no_at, _), (told_yes_again_at, _)] = [
+        (at, e) for at, e in first.timeline if e["type"] == "answering"]
+    assert first.output.find(b"one-2") < told_no_at <= told_yes_again_at < first.output.find(b"two-2")
+    await manager.delete(session.id)
+
+
 async def test_session_count_listeners_and_broadcast(manager):
     counts: list[int] = []
     unsubscribe = manager.subscribe(counts.append)
@@ -449,7 +478,8 @@ async def test_session_count_listeners_and_broadcast(manager):
     second.attach(client)
     manager.broadcast({"type": "token", "state": "invalid"})
     await client.wait_quiet()
-    assert client.events == [{"type": "replay_end"}, {"type": "token", "state": "invalid"}]
+    assert client.events == [{"type": "replay_end"}, {"type": "answering", "answering": True},
+                             {"type": "token", "state": "invalid"}]
     await manager.delete(first.id)
     unsubscribe()
     await manager.delete(second.id)

@@ -128,12 +128,13 @@ function uploadFile(file, name, onProgress) {
 }
 
 // Downloads that `coda-download` announces in `tab`'s output. Only live output counts: a
-// replayed scrollback holds the sequences of downloads done long ago. Nothing is ever sent to
-// the shell from here. `config` is the server's {download_osc}.
+// replayed scrollback holds the sequences of downloads done long ago. Only the session's
+// answering tab (the one the person used last) fetches the one-time link: every tab attached
+// to the session sees the sequence. Nothing is ever sent to the shell from here. `config` is the server's {download_osc}.
 export function watchDownloads(tab, notify, config) {
   tab.term.parser.registerOscHandler(config.download_osc, (data) => {
     const [kind, id] = data.split(';');
-    if (!tab.replaying && kind === 'download' && DOWNLOAD_ID.test(id || '')) download(id, notify);
+    if (!tab.replaying && tab.answering && kind === 'download' && DOWNLOAD_ID.test(id || '')) download(id, notify);
     return true; // ours: no other handler sees it
   });
 }

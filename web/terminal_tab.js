@@ -65,6 +65,9 @@ export class TerminalTab {
     // From attach until xterm.js has parsed the scrollback the server replays: answers to the
     // queries in it are dropped (the programs that asked are long gone or asked already).
     this.replaying = false;
+    // Whether this is the session's answering client (the one the person used last, as the
+    // server says): only it acts on what must happen once, such as a coda-download link.
+    this.answering = false;
 
     // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
     this.inputHandler = null;
@@ -140,6 +143,7 @@ export class TerminalTab {
       // The server replays the session's scrollback first: start from a clean screen so a
       // reconnect shows it once, not appended to what was already on screen.
       this.replaying = true;
+      this.answering = false;
       this.pane.dataset.replaying = 'true';
       this.pane.dataset.attachments = String(Number(this.pane.dataset.attachments || 0) + 1);
       // Queued, so a sign-in prompt on screen stays until the page hands the terminal back.
@@ -251,6 +255,12 @@ export class TerminalTab {
         break;
       case 'replay_end':
         this.queueOutput(() => this.endReplay());
+        break;
+      case 'answering':
+        // Judged where it stands in the output: once xterm.js has parsed what came before.
+        this.queueOutput(() => this.term.write('', () => {
+          this.answering = Boolean(event.answering);
+        }));
         break;
       default:
         break;

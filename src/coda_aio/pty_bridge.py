@@ -60,6 +60,8 @@ FINAL_SEND_TIMEOUT = 10.0
 MAX_LABEL_LENGTH = 80
 MIN_SIZE, MAX_SIZE = 1, 1000
 REPLAY_END = {"type": "replay_end"}
+ANSWERING_YES = {"type": "answering", "answering": True}
+ANSWERING_NO = {"type": "answering", "answering": False}
 
 
 class SessionError(Exception):
@@ -123,8 +125,10 @@ class Session:
         self._stall_seconds = stall_seconds
 
         self._clients: dict[Client, ClientFeed] = {}
-        # The one client whose answers to terminal queries reach the program (see write_reply).
+        # The one client whose answers to terminal queries reach the program (see write_reply),
+        # as chosen by focus or typing, and the one each client was last told it is.
         self._answerer: Client | None = None
+        self._announced_answerer: Client | None = None
         self._farewells: set[asyncio.Task[None]] = set()
 
         self._pending = bytearray()
@@ -196,6 +200,7 @@ class Session:
         # queries in the replay (they were answered when they were live).
         feed.put_event(REPLAY_END)
         self._clients[client] = feed
+        self._announce_answerer()
         self._on_clients_changed(self)
         return lambda: self._detach(feed)
 
@@ -203,6 +208,26 @@ class Session:
         """The person is at ``client`` now: its answers to terminal queries are the ones used."""
         if client in self._clients:
             self._answerer = client
+            self._announce_answerer()
+
+    def _current_answerer(self) -> Client | None:
+        """The client last focused or typed in; before any was, the one attached last."""
+        return self._answerer if self._answerer in self._clients else next(reversed(self._clients), None)
+
+    def _announce_answerer(self) -> None:
+        """Tells clients when they become or stop being the answering one, in order with the
+        output: what only one of them may act on (the one-time ``coda-download`` link) is acted
+        on by the tab the person uses, and by no other."""
+        answerer = self._current_answerer()
+        if answerer is self._announced_answerer:
+            return
+        self._dispatch(force=True)  # output before the change is judged by the old answerer
+        previous = self._clients.get(self._announced_answerer) if self._announced_answerer is not None else None
+        if previous is not None:
+            previous.put_event(ANSWERING_NO)
+        if answerer is not None:
+            self._clients[answerer].put_event(ANSWERING_YES)
+        self._announced_answerer = answerer
 
     def write_reply(self, client: Client, data: bytes | bytearray | memoryview) -> None:
         """Input that a client's terminal generated answering a query (ESC[c, ESC[6n, OSC 11;?).
@@ -216,8 +241,7 @@ class Session:
         quits before a slow page answers its focus query) and the answer would only be echoed
         and typed into whatever reads next.
         """
-        answerer = self._answerer if self._answerer in self._clients else next(reversed(self._clients), None)
-        if client is answerer and not edits_lines(self._fd):
+        if client is self._current_answerer() and not edits_lines(self._fd):
             self.write(data)
 
     def pause(self, client: Client) -> None:
@@ -395,6 +419,8 @@ class Session:
         feed.close()
         # The client that left may have been the only one not keeping up.
         self._dispatch()
+        if not self._finishing:
+            self._announce_answerer()
         self._on_clients_changed(self)
 
     # --- input: queue -> PTY ----------------------------------------------------------------
