@@ -589,6 +589,40 @@ async def test_clients_that_all_take_nothing_are_dropped_and_the_program_runs_on
         await sessions.close()
 
 
+class SlowLinkClient(Recorder):
+    """A client behind a slow link: each frame takes as long as its size at ``rate`` bytes/s."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    async def send_output(self, data: bytes) -> None:
+        await asyncio.sleep(len(data) / self.rate)
+        await super().send_output(data)
+
+
+async def test_a_slow_link_that_makes_progress_attaches_while_the_terminal_has_output(home):
+    """Its 1 MiB replay takes longer than the stall limit while the program writes on: a
+    client that keeps taking output is slow, not stuck, and is never dropped for it."""
+    sessions = SessionManager(2, 60, home / "projects", pty_env(home), kill_grace=0.3, stall_seconds=0.2)
+    await sessions.start()
+    try:
+        session = await sessions.create()
+        helper = Recorder()
+        detach = session.attach(helper)
+        await run(session, helper, FLOOD.replace("30000", "12000"), timeout=30)  # a full scrollback
+        detach()
+        slow = SlowLinkClient(rate=2_000_000)  # the replay alone takes about half a second
+        session.attach(slow)
+        session.write(f"{FLOOD}; printf 'D%sD' 1\r".encode())
+        await slow.wait_for(b"D1D", timeout=60)
+        assert [e["type"] for e in slow.events][:1] == ["replay_end"]
+        assert "dropped" not in [e["type"] for e in slow.events]
+        assert session.clients == 1
+    finally:
+        await sessions.close()
+
+
 async def test_events_keep_their_place_in_the_output(manager):
     session = await manager.create()
     client = Recorder()

@@ -44,7 +44,9 @@ PENDING_LIMIT = 256 * 1024
 # than a browser that pauses to render holds back, far less than memory worth worrying about.
 CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
 # How long output may wait for clients that all take none (paused or stuck) before they are
-# dropped and the program runs on: a client that never reads must not freeze it for good.
+# dropped and the program runs on: a client that never reads must not freeze it for good. A
+# client that took some output in that time is slow, not stuck (a slow link taking its
+# replay): it stays, and the wait starts again.
 STALL_SECONDS = 30.0
 # A PTY read this large means a program is streaming: its output is held back a moment so
 # that it leaves in frames of about FRAME_BYTES instead of one per 4 KiB read. Smaller reads
@@ -135,6 +137,7 @@ class Session:
         self._reading = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._sent_at_stall: dict[ClientFeed, int] = {}  # each feed's ``sent`` when the wait began
         self._eof = asyncio.Event()
         self._exited = False
         self._exit_code: int | None = None
@@ -363,7 +366,7 @@ class Session:
             return
         if not force and not self._can_dispatch():
             if self._stall_timer is None:
-                self._stall_timer = self._loop.call_later(self._stall_seconds, self._drop_stalled)
+                self._start_stall_timer()
             return
         self._cancel_stall_timer()
         if self._flush_timer is not None:
@@ -386,13 +389,20 @@ class Session:
         log.debug("terminal %s: dropping a client that failed: %r", self.id, error)
         self._detach(feed)
 
+    def _start_stall_timer(self) -> None:
+        self._sent_at_stall = {feed: feed.sent for feed in self._clients.values()}
+        self._stall_timer = self._loop.call_later(self._stall_seconds, self._drop_stalled)
+
     def _drop_stalled(self) -> None:
-        """Output has waited ``stall_seconds`` for clients that take none: drop them, read on."""
+        """Output has waited ``stall_seconds`` for the clients: drop those that took nothing
+        in that time and read on; while one still makes progress, wait for it again."""
         self._stall_timer = None
         if self._can_dispatch():
             self._dispatch()
             return
         for feed in list(self._clients.values()):
+            if feed.sent > self._sent_at_stall.get(feed, feed.sent):
+                continue  # slow, not stuck
             state = "paused" if feed.paused else "not reading"
             self._drop(feed, f"this client was {state} for {self._stall_seconds:g} s while the terminal had output")
         self._dispatch()
@@ -401,6 +411,7 @@ class Session:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        self._sent_at_stall = {}
 
     def _drop(self, feed: ClientFeed, reason: str) -> None:
         """Detach a client that holds things up, and tell it why (it may reattach for a replay)."""
