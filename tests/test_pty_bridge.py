@@ -197,6 +197,11 @@ async def test_process_names_the_foreground_command_and_none_at_the_prompt(manag
     await eventually(lambda: session.process["command"] == "sleep 1000", timeout=5)
     session.write(b"\x03")
     await eventually(lambda: session.process["command"] is None, timeout=5)
+    # Quoted for the shell: an argument with a space reads as one, as it was typed.
+    session.write(b"sh -c 'sleep 1000; true' \"my arg\"\r")
+    await eventually(lambda: session.process["command"] == "sh -c 'sleep 1000; true' 'my arg'", timeout=5)
+    session.write(b"\x03")
+    await eventually(lambda: session.process["command"] is None, timeout=5)
 
 
 async def test_exit_code_is_reported_and_the_session_removed(manager):

@@ -55,7 +55,9 @@ class App {
 
     this.terminals = document.getElementById('terminals');
     // Tabs split in two panes (pane_splits.js); the tab bar shows first panes only.
-    this.splits = new PaneSplits({ host: this.terminals, onResize: () => this.scheduleFit() });
+    this.splits = new PaneSplits({
+      host: this.terminals, onResize: () => this.scheduleFit(), onDragEnd: () => this.current?.focus(),
+    });
     this.tabBar = new TabBar({
       onSelect: (tab) => this.activate(tab),
       onClose: (tab) => this.requestClose(tab),
@@ -68,8 +70,9 @@ class App {
       onClose: () => this.current?.focus(),
     });
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
-    this.setup = new SetupProgress();
-    this.restore = new RestoreProgress();
+    // A click on a status item opens its panel and gives the keyboard back to the terminal.
+    this.setup = new SetupProgress({ onToggle: () => this.current?.focus() });
+    this.restore = new RestoreProgress({ onToggle: () => this.current?.focus() });
     this.search = new SearchBar();
     this.settingsPanel = new SettingsPanel({
       onChange: (settings) => this.applySettings(settings),
@@ -96,6 +99,7 @@ class App {
       ['h', () => this.split('row')],
       ['v', () => this.split('column')],
       ['x', () => this.closePane()],
+      ['r', () => this.active && this.tabBar.rename(this.active)],
       ['ArrowDown', () => this.focusOtherPane()],
       ['ArrowUp', () => this.focusOtherPane()],
       ['ArrowRight', () => this.selectRelative(1)],
@@ -424,7 +428,8 @@ class App {
       this.flashMessage('This tab has two panes already: close one (Alt+Shift+X) first.');
       return;
     }
-    const label = this.nextLabel();
+    // Named for its tab, so the picker and the close question say where it is.
+    const label = `${tab.label.slice(0, 64)} · ${orientation === 'row' ? 'right' : 'below'}`;
     const second = this.createPane(null, label);
     this.layOut(tab, second, { orientation });
     this.focusedPane = second;
@@ -599,6 +604,9 @@ class App {
     // An open panel or menu, or a tab name being edited, keeps the keys typed in it; only a
     // panel's own shortcut closes it.
     else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen || this.tabBar.editing) return;
+    // The status bar's panels are not dialogs (the terminal keeps the keys); Esc closes them.
+    else if (event.key === 'Escape' && !event.ctrlKey && !event.altKey && !event.shiftKey
+      && (this.setup.isOpen || this.restore.isOpen)) action = () => [this.setup, this.restore].forEach((p) => p.close());
     else if (this.current && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
       || (event.key === 'F10' && event.shiftKey && !event.ctrlKey && !event.altKey))) action = () => this.openMenuAtCursor();
     else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.current && this.search.open(this.current);

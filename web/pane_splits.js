@@ -8,10 +8,12 @@ import { SplitLayout, clampRatio } from './split_layout.js';
 const SPLITS_KEY = 'coda.splits';
 
 export class PaneSplits {
-  // `onResize()` runs when a divider moves (the app refits the panes).
-  constructor({ host, onResize }) {
+  // `onResize()` runs when a divider moves (the app refits the panes); `onDragEnd()` when a
+  // divider drag ends.
+  constructor({ host, onResize, onDragEnd }) {
     this.host = host;
     this.onResize = onResize;
+    this.onDragEnd = onDragEnd;
     this.layouts = new Map();
   }
 
@@ -55,6 +57,7 @@ export class PaneSplits {
   layOut(tab, second, { orientation = 'row', ratio = 0.5 } = {}) {
     const split = new SplitLayout({
       host: this.host, first: tab, second, orientation, ratio: clampRatio(ratio),
+      onDragEnd: this.onDragEnd,
       onResize: () => {
         this.onResize();
         this.save();

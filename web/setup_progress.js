@@ -13,7 +13,7 @@ const SYMBOL = { done: '✓', skipped: '✓', failed: '✗', running: '…', pen
 const byId = (id) => document.getElementById(id);
 
 class StepsProgress {
-  constructor({ fetch, item, panel, list, title }) {
+  constructor({ fetch, item, panel, list, title, onToggle }) {
     this.fetch = fetch;
     this.item = byId(item);
     this.item.title = title;
@@ -23,7 +23,16 @@ class StepsProgress {
     this.last = null;
     this.item.addEventListener('click', () => {
       this.panel.hidden = !this.panel.hidden;
+      onToggle();
     });
+  }
+
+  get isOpen() {
+    return !this.panel.hidden;
+  }
+
+  close() {
+    this.panel.hidden = true;
   }
 
   // Polls while the work runs; calling it again restarts polling (e.g. after sign-in).
@@ -80,8 +89,8 @@ class StepsProgress {
 const labels = (steps) => steps.map((s) => s.label).join(', ');
 
 export class SetupProgress extends StepsProgress {
-  constructor() {
-    super({ fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps', title: 'Show agent setup steps' });
+  constructor({ onToggle }) {
+    super({ fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps', title: 'Show agent setup steps', onToggle });
     this.workspaceConfigured = true;
   }
 
@@ -103,8 +112,8 @@ export class SetupProgress extends StepsProgress {
 // Projects come back once the token works, which may be a while after the page opened: keep
 // asking while the sync waits for a token or restores.
 export class RestoreProgress extends StepsProgress {
-  constructor() {
-    super({ fetch: () => api.projectSync(), item: 'status-restore', panel: 'restore-panel', list: 'restore-steps', title: 'Show project restore steps' });
+  constructor({ onToggle }) {
+    super({ fetch: () => api.projectSync(), item: 'status-restore', panel: 'restore-panel', list: 'restore-steps', title: 'Show project restore steps', onToggle });
   }
 
   busy(status) {

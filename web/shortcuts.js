@@ -22,6 +22,6 @@ export const SHORTCUTS = [
   ['Ctrl+V', 'Paste text, or upload a copied image or file to ~/uploads and type its path (a setting sends Ctrl+V to the shell instead)'],
   ['Ctrl+Shift+V', 'Paste text'],
   ['Shift+F10 / right-click', 'Terminal menu: copy, paste, select all, find'],
-  ['Double-click a tab', 'Rename it (Enter keeps the name, Esc cancels)'],
+  ['Alt+Shift+R / double-click a tab', 'Rename the tab (Enter keeps the name, Esc cancels)'],
   ['Middle-click a tab', 'Close it'],
 ];
