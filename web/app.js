@@ -10,6 +10,7 @@ import { readClipboard } from './clipboard_paste.js';
 import { watchClipboardWrites } from './clipboard_writes.js';
 import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
+import { KeyBar } from './key_bar.js';
 import { SearchBar } from './search_bar.js';
 import { SessionPicker } from './session_picker.js';
 import { PaneSplits } from './pane_splits.js';
@@ -17,6 +18,7 @@ import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
 import { STATE, TerminalTab } from './terminal_tab.js';
+import { followTouchScroll } from './touch_scroll.js';
 import { hardwareWebgl } from './renderer.js';
 import { loadSettings, storeSettings } from './settings.js';
 import { SettingsPanel } from './settings_panel.js';
@@ -79,6 +81,7 @@ class App {
       onClose: () => this.current?.focus(),
     });
     this.helpPanel = new HelpPanel({ onClose: () => this.current?.focus() });
+    this.keyBar = new KeyBar({ element: document.getElementById('key-bar'), current: () => this.current });
     this.menu = new ContextMenu({
       items: [
         { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.current?.copySelection(), enabled: () => Boolean(this.current?.term.hasSelection()) },
@@ -112,6 +115,7 @@ class App {
       onTokenEvent: (state) => this.tokenEvent(state),
       onReconnected: () => this.serverBack(),
       onTerminalKey: (event, tab) => this.terminalKey(event, tab),
+      onTyped: (data) => this.keyBar.applyCtrl(data),
     };
   }
 
@@ -209,6 +213,7 @@ class App {
       ask: (question) => this.confirm.ask(question, { yes: 'Set the clipboard', no: 'Leave it' }),
     });
     pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
+    followTouchScroll(pane);
     return pane;
   }
 

@@ -97,7 +97,8 @@ export class TerminalTab {
     this.themeName = settings.theme;
 
     this.replies = new ReplyDetector(this.term);
-    this.term.onData((data) => (this.replies.isReply ? this.sendReply(data) : this.handleInput(data)));
+    // Typed keys pass through `onTyped` (the touch key bar's latched Ctrl) on their way in.
+    this.term.onData((data) => (this.replies.isReply ? this.sendReply(data) : this.handleInput(this.callbacks.onTyped(data))));
     // Capture phase: runs before xterm.js's own focus handler, whose focus report (ESC[I)
     // must reach a server that already knows this is where the person is.
     this.pane.addEventListener('focus', () => this.sendFrame(focusFrame()), true);
