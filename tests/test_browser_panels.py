@@ -91,3 +91,41 @@ async def test_alt_shift_r_renames_the_tab_from_the_keyboard(browser, app_url):
     await page.keyboard.press("Enter")
     await wait_for_line(page, "renamed-3")
     await page.context.close()
+
+
+async def test_setup_shows_failures_beside_progress_in_words_and_retries_a_failed_step(browser, make_settings, tmp_path):
+    fixed, gate = tmp_path / "network-back", tmp_path / "release-slow"
+    settings = make_settings()
+    app = create_app(settings)
+    long_error = "cannot reach " + "registry.example.internal/" * 8 + "SH"
+    app[SETUP] = SetupRunner([
+        Step("flaky", "Install Flaky-CLI", ["sh", "-c", f"test -e {fixed} || {{ echo {long_error}; exit 2; }}"],
+             timeout=10, advice="Check the network, then retry."),
+        Step("slow", "Install Slow-CLI", ["sh", "-c", f"until [ -e {gate} ]; do sleep 0.05; done"], timeout=60),
+    ])
+    async with serving_app(app, settings.port) as url:
+        context = await browser.new_context(viewport={"width": 700, "height": 640})
+        page = await context.new_page()
+        await page.goto(printed_url(url))
+        await wait_for_state(page, "shell")
+        item = page.locator("#status-setup")
+        # The failure beside the progress of the step still running.
+        await page.wait_for_function(
+            "() => { const t = document.getElementById('status-setup').textContent;"
+            " return t.includes('Setting up agents 1/2: Install Slow-CLI') && t.includes('1 failed (Install Flaky-CLI)'); }")
+        await item.click()
+        failed = page.locator("#setup-steps li[data-status=failed]")
+        await failed.wait_for()
+        assert "Check the network, then retry." in await failed.inner_text()
+        # The whole error, wrapped inside the panel: nothing cut off, nothing to scroll sideways.
+        assert "SH" in await failed.locator(".setup-error").inner_text()
+        assert await page.evaluate("() => { const p = document.getElementById('setup-panel'); return p.scrollWidth <= p.clientWidth; }")
+
+        fixed.touch()
+        await failed.get_by_role("button", name="Retry: Install Flaky-CLI").click()
+        await page.locator("#setup-steps li[data-status=done]").wait_for()
+        gate.touch()
+        # (No workspace in this test: the CLIs are installed, not connected.)
+        await page.wait_for_function(
+            "() => document.getElementById('status-setup').textContent === 'Agents installed, not connected (no workspace)'")
+        await context.close()

@@ -40,6 +40,7 @@ export const api = {
   patStatus: () => request('GET', '/api/pat-status'),
   configurePat: (token) => request('POST', '/api/configure-pat', { token }),
   setupStatus: () => request('GET', '/api/setup-status'),
+  retrySetupStep: (id) => request('POST', `/api/setup-steps/${encodeURIComponent(id)}/retry`),
   projectSync: () => request('GET', '/api/project-sync'),
   fileTransfer: () => request('GET', '/api/file-transfer'),
   listSessions: () => request('GET', '/api/sessions'),

@@ -1,6 +1,7 @@
 // Background work shown in the status bar: the agent CLI installs (GET /api/setup-status) and,
 // after a redeploy, the restore of the user's projects (GET /api/project-sync). Each is one
-// compact item; clicking it shows its steps (with their errors) in a small panel.
+// compact item; clicking it shows its steps in a small panel: a failed step with what went
+// wrong, what to do about it, and (for the installs) a button that runs it again.
 
 import { api } from './api.js';
 
@@ -13,8 +14,10 @@ const SYMBOL = { done: '✓', skipped: '✓', failed: '✗', running: '…', pen
 const byId = (id) => document.getElementById(id);
 
 class StepsProgress {
-  constructor({ fetch, item, panel, list, title, onToggle }) {
+  // `retry(id)`, when given, runs a failed step again (the installs; the restore retries itself).
+  constructor({ fetch, item, panel, list, title, onToggle, retry = null }) {
     this.fetch = fetch;
+    this.retry = retry;
     this.item = byId(item);
     this.item.title = title;
     this.panel = byId(panel);
@@ -75,22 +78,48 @@ class StepsProgress {
       const li = document.createElement('li');
       li.dataset.status = step.status;
       li.textContent = `${SYMBOL[step.status] || '·'} ${step.label}`;
-      if (step.error) {
-        const error = document.createElement('div');
-        error.className = 'setup-error';
-        error.textContent = step.error;
-        li.append(error);
-      }
+      if (step.error) li.append(note('setup-error', step.error));
+      if (step.advice) li.append(note('setup-advice', step.advice));
+      if (step.status === 'failed' && this.retry) li.append(this.retryButton(step));
       return li;
     }));
   }
+
+  retryButton(step) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'setup-retry';
+    button.textContent = 'Retry';
+    button.setAttribute('aria-label', `Retry: ${step.label}`);
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try {
+        await this.retry(step.id);
+      } catch (err) {
+        button.replaceWith(note('setup-error', `The retry was refused: ${err.message}`));
+        return;
+      }
+      this.refresh();
+    });
+    return button;
+  }
+}
+
+function note(className, text) {
+  const element = document.createElement('div');
+  element.className = className;
+  element.textContent = text;
+  return element;
 }
 
 const labels = (steps) => steps.map((s) => s.label).join(', ');
 
 export class SetupProgress extends StepsProgress {
   constructor({ onToggle }) {
-    super({ fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps', title: 'Show agent setup steps', onToggle });
+    super({
+      fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps',
+      title: 'Show agent setup steps', onToggle, retry: (id) => api.retrySetupStep(id),
+    });
     this.workspaceConfigured = true;
   }
 
@@ -101,9 +130,11 @@ export class SetupProgress extends StepsProgress {
     if (this.last) this.render(this.last);
   }
 
+  // Progress and failures side by side: a failed step does not hide the others still running.
   summary({ steps, failed, running, finished, current }) {
-    if (failed.length) return `Agent setup: ${failed.length} failed (${labels(failed)})`;
-    if (running) return `Setting up agents ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…`;
+    const failures = failed.length ? `${failed.length} failed (${labels(failed)})` : '';
+    if (running) return `Setting up agents ${finished}/${steps.length}${current ? `: ${current.label}` : ''}…${failures ? ` · ${failures}` : ''}`;
+    if (failures) return `Agent setup: ${failures}`;
     if (!this.workspaceConfigured) return 'Agents installed, not connected (no workspace)';
     return 'Agents ready';
   }
