@@ -124,6 +124,8 @@ async def main(args) -> None:
         # Server CPU per MB: steadier than MB/s on a shared machine (the wall clock counts
         # time others took; the CPU time is the server's own).
         cpu: dict[str, float] = {"coda_aio": 0.0, "terminado": 0.0}
+        # And this process's, as the client that reads the socket (the raw PTY has none).
+        client_cpu: dict[str, float] = {"coda_aio": 0.0, "terminado": 0.0}
         try:
             async with aiohttp.ClientSession(headers=WEB_AUTH) as http:
                 _, coda_term = await open_term(http, coda_url)
@@ -134,13 +136,15 @@ async def main(args) -> None:
                     await terminado_term.type("printf '#%s#' READY\r")
                     await terminado_term.read_until("#READY#")
                 for _ in range(args.rounds):
-                    before = cpu_seconds(coda.pid)
+                    before, client_before = cpu_seconds(coda.pid), time.process_time()
                     runs["coda_aio"].append(await ws_cat(coda_term, data))
                     cpu["coda_aio"] += cpu_seconds(coda.pid) - before
+                    client_cpu["coda_aio"] += time.process_time() - client_before
                     if terminado_term is not None:
-                        before = cpu_seconds(terminado.pid)
+                        before, client_before = cpu_seconds(terminado.pid), time.process_time()
                         runs["terminado"].append(await terminado_cat(terminado_term, data))
                         cpu["terminado"] += cpu_seconds(terminado.pid) - before
+                        client_cpu["terminado"] += time.process_time() - client_before
                     runs["raw PTY"].append(raw_pty_cat(data))
                 await coda_term.ws.close()
                 if terminado_term is not None:
@@ -155,10 +159,11 @@ async def main(args) -> None:
     for name, values in rates.items():
         each = ", ".join(f"{v:.1f}" for v in values)
         print(f"  {name:10} {max(values):6.1f} / {statistics.median(values):6.1f}   [{each}]")
-    print("\nserver CPU (user + system) per MB delivered, all rounds:")
+    print("\nCPU (user + system) per MB delivered, all rounds: server / this client reading the socket")
     for name, seconds in cpu.items():
         if runs[name]:
-            print(f"  {name:10} {seconds * 1000 / sum(total for _, total in runs[name]) * 1e6:6.1f} ms/MB")
+            megabytes = sum(total for _, total in runs[name]) / 1e6
+            print(f"  {name:10} {seconds * 1000 / megabytes:6.1f} ms/MB / {client_cpu[name] * 1000 / megabytes:6.1f} ms/MB")
     raw = rates["raw PTY"]
     coda_rates = rates["coda_aio"]
     print("\nper round: coda_aio as a share of the raw PTY" + (" and as a multiple of terminado" if "terminado" in rates else ""))
