@@ -85,3 +85,21 @@ async def test_no_key_bar_without_a_touch_screen(browser, app_url):
     page = await open_terminal_page(browser, app_url, PageProblems())
     assert await page.locator("#key-bar").is_hidden()
     await page.context.close()
+
+
+async def test_a_slow_link_asks_for_a_replay_it_can_take_soon(browser, app_url):
+    """On a link the browser knows is slow (here emulated at 30 KB/s) the page asks for about
+    10 s of scrollback instead of all of it (the server clamps any ask to what it keeps)."""
+    page = await open_terminal_page(browser, app_url, PageProblems())
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 50, "downloadThroughput": 30_000, "uploadThroughput": 30_000})
+    await page.reload()
+    await wait_for_state(page, "shell", timeout=30_000)
+    assert len(sockets) == 1 and "?replay=" in sockets[0], sockets
+    asked = int(sockets[0].split("?replay=")[1])
+    assert 16 * 1024 <= asked <= 400_000, asked
+    await page.context.close()

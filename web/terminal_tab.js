@@ -12,8 +12,8 @@ import { WebLinksAddon } from '/vendor/addon-web-links.mjs';
 
 import { api } from './api.js';
 import {
-  binaryInputFrame, focusFrame, inputFrame, parseFrame, pauseFrame, replyFrame, resizeFrame, resumeFrame,
-  sessionSocketUrl,
+  binaryInputFrame, focusFrame, inputFrame, parseFrame, pauseFrame, replayBudget, replyFrame, resizeFrame,
+  resumeFrame, sessionSocketUrl,
 } from './protocol.js';
 import { Renderer, wantsWebgl } from './renderer.js';
 import { freshLine } from './terminal_text.js';
@@ -134,7 +134,7 @@ export class TerminalTab {
     clearTimeout(this.reconnectTimer);
     this.closeSocket();
     this.setState(STATE.CONNECTING);
-    const socket = new WebSocket(sessionSocketUrl(this.id));
+    const socket = new WebSocket(sessionSocketUrl(this.id, replayBudget()));
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => {

@@ -180,8 +180,9 @@ class Session:
     def rename(self, label: str) -> None:
         self.label = clean_label(label)
 
-    def attach(self, client: Client) -> Callable[[], None]:
-        """Start sending output to ``client``: the scrollback first, then live output.
+    def attach(self, client: Client, replay_bytes: int | None = None) -> Callable[[], None]:
+        """Start sending output to ``client``: the scrollback first (its last ``replay_bytes``
+        at most, when the client asks for less), then live output.
 
         Returns the function that detaches it (safe to call more than once).
         """
@@ -194,7 +195,7 @@ class Session:
         self._dispatch(force=True)
         feed = ClientFeed(
             client,
-            self._scrollback.snapshot(),
+            self._scrollback.snapshot(replay_bytes),
             on_ready=self._on_feed_ready,
             on_failed=self._on_feed_failed,
             name=f"pty-send-{self.id}",

@@ -48,9 +48,12 @@ class Scrollback:
             self._starts_in_string = self._in_string(cut)
             del self._buffer[:cut]
 
-    def snapshot(self) -> bytes:
+    def snapshot(self, limit: int | None = None) -> bytes:
+        """The replay: the last ``limit`` bytes at most (the scrollback's own limit when None
+        or larger: a client on a slow link asks for less)."""
+        limit = self._limit if limit is None else max(0, min(limit, self._limit))
         # A trim keeps LOOKBACK bytes past the limit, so a trimmed buffer always has start > 0.
-        start = max(0, len(self._buffer) - self._limit)
+        start = max(0, len(self._buffer) - limit)
         if start > 0 and self._in_string(start):
             # Past its end; a string still being written is left to the live output.
             end = _STRING_END.search(self._buffer, start)

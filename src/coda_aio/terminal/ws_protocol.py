@@ -7,7 +7,8 @@ became or stopped being the session's answering client).
 Client to server: ``0`` input for the PTY, ``1`` a JSON resize ``{"cols","rows"}``,
 ``2`` pause output, ``3`` resume output, ``4`` the terminal's answer to a query in the output
 (passed on only from the session's answering client), ``5`` focus (the person is at this
-client now). Anything else is ignored by the receiver.
+client now). Anything else is ignored by the receiver. The attach URL may carry
+``?replay=BYTES``: at most that much scrollback is replayed (a client on a slow link).
 """
 
 from __future__ import annotations
