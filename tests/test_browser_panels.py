@@ -124,6 +124,10 @@ async def test_setup_shows_failures_beside_progress_in_words_and_retries_a_faile
         fixed.touch()
         await failed.get_by_role("button", name="Retry: Install Flaky-CLI").click()
         await page.locator("#setup-steps li[data-status=done]").wait_for()
+        # The click gave the keyboard back to the terminal.
+        await page.keyboard.type("echo back-$((2+3))")
+        await page.keyboard.press("Enter")
+        await wait_for_line(page, "back-5")
         gate.touch()
         # (No workspace in this test: the CLIs are installed, not connected.)
         await page.wait_for_function(

@@ -73,8 +73,8 @@ class App {
     });
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
     // A click on a status item opens its panel and gives the keyboard back to the terminal.
-    this.setup = new SetupProgress({ onToggle: () => this.current?.focus() });
-    this.restore = new RestoreProgress({ onToggle: () => this.current?.focus() });
+    this.setup = new SetupProgress({ onClicked: () => this.current?.focus() });
+    this.restore = new RestoreProgress({ onClicked: () => this.current?.focus() });
     this.search = new SearchBar();
     this.settingsPanel = new SettingsPanel({
       onChange: (settings) => this.applySettings(settings),

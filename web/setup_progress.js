@@ -15,9 +15,12 @@ const byId = (id) => document.getElementById(id);
 
 class StepsProgress {
   // `retry(id)`, when given, runs a failed step again (the installs; the restore retries itself).
-  constructor({ fetch, item, panel, list, title, onToggle, retry = null }) {
+  // `onClicked()` runs after a click on the item or a button in its panel (the app gives the
+  // keyboard back to the terminal: the panel is not a dialog).
+  constructor({ fetch, item, panel, list, title, onClicked, retry = null }) {
     this.fetch = fetch;
     this.retry = retry;
+    this.onClicked = onClicked;
     this.item = byId(item);
     this.item.title = title;
     this.panel = byId(panel);
@@ -26,7 +29,7 @@ class StepsProgress {
     this.last = null;
     this.item.addEventListener('click', () => {
       this.panel.hidden = !this.panel.hidden;
-      onToggle();
+      onClicked();
     });
   }
 
@@ -93,6 +96,7 @@ class StepsProgress {
     button.setAttribute('aria-label', `Retry: ${step.label}`);
     button.addEventListener('click', async () => {
       button.disabled = true;
+      this.onClicked();
       try {
         await this.retry(step.id);
       } catch (err) {
@@ -115,10 +119,10 @@ function note(className, text) {
 const labels = (steps) => steps.map((s) => s.label).join(', ');
 
 export class SetupProgress extends StepsProgress {
-  constructor({ onToggle }) {
+  constructor({ onClicked }) {
     super({
       fetch: () => api.setupStatus(), item: 'status-setup', panel: 'setup-panel', list: 'setup-steps',
-      title: 'Show agent setup steps', onToggle, retry: (id) => api.retrySetupStep(id),
+      title: 'Show agent setup steps', onClicked, retry: (id) => api.retrySetupStep(id),
     });
     this.workspaceConfigured = true;
   }
@@ -143,8 +147,8 @@ export class SetupProgress extends StepsProgress {
 // Projects come back once the token works, which may be a while after the page opened: keep
 // asking while the sync waits for a token or restores.
 export class RestoreProgress extends StepsProgress {
-  constructor({ onToggle }) {
-    super({ fetch: () => api.projectSync(), item: 'status-restore', panel: 'restore-panel', list: 'restore-steps', title: 'Show project restore steps', onToggle });
+  constructor({ onClicked }) {
+    super({ fetch: () => api.projectSync(), item: 'status-restore', panel: 'restore-panel', list: 'restore-steps', title: 'Show project restore steps', onClicked });
   }
 
   busy(status) {
