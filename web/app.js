@@ -1,5 +1,7 @@
 // The page: tabs of terminal sessions, the sign-in prompt, the status line.
 // Module graph: app -> tab_bar, terminal_tab (-> xterm.js, protocol, api), token_prompt,
+// pane_splits (-> split_layout), split_actions, key_bar, touch_scroll, clipboard_paste,
+// clipboard_writes, file_transfer,
 // status_bar, setup_progress, search_bar, settings_panel (-> settings, theme, renderer),
 // help_panel (-> shortcuts), context_menu.
 
@@ -14,6 +16,7 @@ import { KeyBar } from './key_bar.js';
 import { SearchBar } from './search_bar.js';
 import { SessionPicker } from './session_picker.js';
 import { PaneSplits } from './pane_splits.js';
+import { SplitActions } from './split_actions.js';
 import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
@@ -57,6 +60,7 @@ class App {
 
     this.terminals = document.getElementById('terminals');
     // Tabs split in two panes (pane_splits.js); the tab bar shows first panes only.
+    this.splitActions = new SplitActions(this);
     this.splits = new PaneSplits({
       host: this.terminals, onResize: () => this.scheduleFit(), onDragEnd: () => this.current?.focus(),
     });
@@ -99,12 +103,12 @@ class App {
       ['s', () => this.openPicker()],
       ['PageUp', () => this.moveActive(-1)],
       ['PageDown', () => this.moveActive(1)],
-      ['h', () => this.split('row')],
-      ['v', () => this.split('column')],
-      ['x', () => this.closePane()],
+      ['h', () => this.splitActions.split('row')],
+      ['v', () => this.splitActions.split('column')],
+      ['x', () => this.splitActions.closePane()],
       ['r', () => this.active && this.tabBar.rename(this.active)],
-      ['ArrowDown', () => this.focusOtherPane()],
-      ['ArrowUp', () => this.focusOtherPane()],
+      ['ArrowDown', () => this.splitActions.focusOtherPane()],
+      ['ArrowUp', () => this.splitActions.focusOtherPane()],
       ['ArrowRight', () => this.selectRelative(1)],
       ['ArrowLeft', () => this.selectRelative(-1)],
     ]);
@@ -126,8 +130,8 @@ class App {
     document.getElementById('settings-button').addEventListener('click', () => this.openSettings());
     document.getElementById('help-button').addEventListener('click', () => this.toggleHelp());
     document.getElementById('sessions-button').addEventListener('click', () => this.openPicker());
-    document.getElementById('split-row').addEventListener('click', () => this.split('row'));
-    document.getElementById('split-column').addEventListener('click', () => this.split('column'));
+    document.getElementById('split-row').addEventListener('click', () => this.splitActions.split('row'));
+    document.getElementById('split-column').addEventListener('click', () => this.splitActions.split('column'));
     document.getElementById('theme-toggle').addEventListener('click', () => this.toggleTheme());
     window.addEventListener('keydown', (event) => this.pageKey(event), { capture: true });
     this.terminals.addEventListener('contextmenu', (event) => {
@@ -423,74 +427,6 @@ class App {
   layOut(tab, second, layout) {
     this.splits.layOut(tab, second, layout);
     if (tab !== this.active) this.showPanes(tab, false);
-  }
-
-  // A second pane with a new session beside (row) or below (column) the active tab's.
-  async split(orientation) {
-    const tab = this.active;
-    if (!tab || this.prompting) return;
-    if (this.splits.has(tab)) {
-      this.flashMessage('This tab has two panes already: close one (Alt+Shift+X) first.');
-      return;
-    }
-    // Named for its tab, so the picker and the close question say where it is.
-    const label = `${tab.label.slice(0, 64)} · ${orientation === 'row' ? 'right' : 'below'}`;
-    const second = this.createPane(null, label);
-    this.layOut(tab, second, { orientation });
-    this.focusedPane = second;
-    this.showPanes(tab, true);
-    // Laid out before the session exists, so the shell starts at the pane's size.
-    this.fitAll();
-    try {
-      const created = await api.createSession({ label, ...second.size });
-      second.id = created.id;
-    } catch (err) {
-      if (this.splits.get(tab)?.second === second) this.unsplit(tab, tab);
-      this.flashMessage(err.message);
-      return;
-    }
-    if (this.splits.get(tab)?.second !== second) {
-      await this.deleteSession(second.id); // The tab closed meanwhile.
-      return;
-    }
-    second.connect();
-    if (this.active === tab) {
-      this.search.follow(this.current);
-      this.current.focus();
-    }
-    this.render();
-  }
-
-  // Back to one pane: `keep` stays (and becomes the tab), the other is disposed of.
-  unsplit(tab, keep) {
-    const gone = this.splits.dissolve(tab, keep);
-    if (this.search.tab === gone) this.search.close();
-    gone.dispose();
-    if (keep !== tab) this.tabs[this.tabs.indexOf(tab)] = keep;
-    if (this.active === tab) this.active = keep;
-    this.focusedPane = keep;
-    if (this.active === keep) this.activate(keep);
-    else this.render();
-    return gone;
-  }
-
-  // Ends the focused pane's session; a tab with one pane closes as a whole.
-  async closePane() {
-    const tab = this.active;
-    const pane = this.current;
-    if (!tab || !this.splits.has(tab)) {
-      await this.requestClose(tab);
-      return;
-    }
-    if (!(await this.mayEnd([pane], 'the pane'))) return;
-    const other = this.splits.otherPane(tab, pane);
-    if (!other) return;
-    const gone = this.unsplit(tab, other);
-    if (gone.id) await this.deleteSession(gone.id);
-  }
-
-  focusOtherPane() {
-    this.splits.otherPane(this.active, this.current)?.focus();
   }
 
   async renameTab(tab, label) {
