@@ -219,13 +219,18 @@ async def test_narrow_windows_keep_status_and_tabs_readable(browser, served):
     assert await page.locator("#status-connection").inner_text() == "Connected"
     assert not await truncated(page, "#status-connection")
 
-    await page.set_viewport_size({"width": 600, "height": 500})
-    for _ in range(5):
+    # Eight tabs at 420 px: every name whole (no "T."), every tab reachable in the strip.
+    for _ in range(7):
         await page.click("#new-tab")
-    await page.wait_for_function("() => document.querySelectorAll('.tab').length === 6")
+    await page.wait_for_function("() => document.querySelectorAll('.tab').length === 8")
     await wait_for_state(page, "shell")
     nav = await page.locator("#tabs").bounding_box()
-    for tab in await page.locator(".tab").all():
+    for index, tab in enumerate(await page.locator(".tab").all()):
+        label = tab.locator(".tab-label")
+        assert await label.inner_text() == f"Terminal {index + 1}"
+        assert not await label.evaluate("(el) => el.scrollWidth > el.clientWidth")
+        await tab.click()  # scrolled into view first, as a swipe or the wheel would
+        await page.wait_for_function("(i) => document.querySelectorAll('.tab')[i].classList.contains('active')", arg=index)
         box = await tab.bounding_box()
         assert box["x"] >= nav["x"] - 1 and box["x"] + box["width"] <= nav["x"] + nav["width"] + 1
 

@@ -307,6 +307,9 @@ async def test_a_split_tab_keeps_its_layout_and_each_pane_its_scrollback_across_
     await page.mouse.down()
     await page.mouse.move(split_box["x"] + split_box["width"] * 0.3, divider["y"] + divider["height"] / 2, steps=4)
     await page.mouse.up()
+    # The drag hands the keyboard back to the pane that had it (keys typed next are its).
+    await page.wait_for_function(f"() => document.querySelectorAll('{PANES}')[1].contains(document.activeElement)")
+    await page.locator(".split-divider").focus()
     await page.keyboard.press("ArrowRight")
     await page.wait_for_function(
         "() => Math.abs(JSON.parse(localStorage.getItem('coda.splits'))[Object.keys(JSON.parse(localStorage.getItem('coda.splits')))[0]].ratio - 0.35) < 0.03")
@@ -338,6 +341,9 @@ async def test_a_split_tab_keeps_its_layout_and_each_pane_its_scrollback_across_
     assert await captured_after_sentinel(page, captures[0]) == SENTINEL
     await page.keyboard.press("Alt+Shift+ArrowDown")
     await page.wait_for_function(f"() => document.querySelector('{PANES}.active') === document.querySelectorAll('{PANES}')[1]")
+
+    # The second pane is named for its tab, and the picker says so.
+    assert {s["id"]: s["label"] for s in await sessions(app_url)}[second] == "Terminal 1 · right"
 
     # Closing the focused pane (its `cat` still runs: asked first) leaves the other as the tab.
     await page.keyboard.press("Alt+Shift+X")

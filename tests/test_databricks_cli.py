@@ -141,7 +141,11 @@ async def test_missing_release_and_corrupt_archive_fail_with_a_message(make_sett
         missing = await run_step(settings_for(make_settings, url, databricks_cli_version="0.0.1"))
         assert missing["status"] == "failed" and "HTTP 404" in missing["error"]
     unreachable = await run_step(settings_for(make_settings, f"http://127.0.0.1:{free_port()}"))
-    assert unreachable["status"] == "failed" and "cannot download" in unreachable["error"]
+    assert unreachable["status"] == "failed"
+    # In words, with what to do, not an exception's repr.
+    assert unreachable["error"] == ("cannot download the Databricks CLI: 127.0.0.1 could not be reached "
+                                    "(no network, a firewall, or no DNS for it); nothing was installed")
+    assert "CODA_DATABRICKS_CLI_BASE_URL" in unreachable["advice"] and "retry" in unreachable["advice"]
     assert not (make_settings().npm_prefix / "bin" / "databricks").exists()
 
 

@@ -31,6 +31,7 @@ from browser_util import (
     PageProblems,
     run_in_terminal,
     start_capture,
+    wait_for_line,
     wait_for_state,
     wait_replayed,
 )
@@ -126,6 +127,19 @@ async def test_an_upload_without_a_name_is_a_400(make_settings, serve, http, hom
         async with http.post(f"{url}/api/uploads", params=params, data=b"x") as r:
             assert r.status == 400 and "name=" in (await r.json())["error"]
     assert not (home / "uploads").exists()
+
+
+async def test_the_page_learns_the_upload_limit_and_download_sequence_from_the_server(make_settings, serve, http):
+    """One place for each: the server's constants, served; the page's scripts repeat neither."""
+    url, _app = await serve(make_settings())
+    async with http.get(f"{url}/api/file-transfer") as r:
+        assert r.status == 200
+        assert await r.json() == {"max_upload_bytes": MAX_UPLOAD_BYTES, "download_osc": download_spool.DOWNLOAD_OSC}
+    web = Path(__file__).resolve().parents[1] / "web"
+    for script in web.glob("*.js"):
+        text = script.read_text()
+        assert str(download_spool.DOWNLOAD_OSC) not in text, script
+        assert "32 * 1024 * 1024" not in text and str(MAX_UPLOAD_BYTES) not in text, script
 
 
 async def test_above_32_mib_is_a_413_that_keeps_nothing_and_loses_nothing(make_settings, serve, http, home):
@@ -427,3 +441,33 @@ async def test_coda_download_in_a_terminal_downloads_the_bytes_once_and_a_reload
     assert len(fetched) == 2, fetched
     assert problems.messages == []
     await page.context.close()
+
+
+@in_browser
+async def test_only_the_tab_the_person_uses_fetches_a_download_when_two_show_the_session(browser, served, home):
+    url, _app = served
+    (home / "one.bin").write_bytes(b"one")
+    (home / "two.bin").write_bytes(b"two")
+    first = await open_terminal_page(browser, url, PageProblems())
+    second = await open_terminal_page(browser, url, PageProblems())  # the same session
+    await wait_replayed(second)
+    fetched: dict[str, list[str]] = {"first": [], "second": []}
+    for name, page in (("first", first), ("second", second)):
+        page.on("request", lambda request, name=name: "/api/downloads/" in request.url and fetched[name].append(request.url))
+
+    # Typed in the first: it downloads; the second, which sees the same output, fetches nothing.
+    await first.bring_to_front()
+    async with first.expect_download() as info:
+        await run_in_terminal(first, "coda-download ~/one.bin; echo first-done")
+    assert Path(await (await info.value).path()).read_bytes() == b"one"
+    await wait_for_line(second, "first-done")
+    # And the other way round, once the person has moved to the second.
+    await second.bring_to_front()
+    async with second.expect_download() as info:
+        await run_in_terminal(second, "coda-download ~/two.bin; echo second-done")
+    assert Path(await (await info.value).path()).read_bytes() == b"two"
+    await wait_for_line(first, "second-done")
+    await page_message(first, "Downloaded one.bin.")  # the first's message, not a failure
+    assert (len(fetched["first"]), len(fetched["second"])) == (1, 1), fetched
+    for page in (first, second):
+        await page.context.close()

@@ -215,6 +215,11 @@ async def test_process_names_the_foreground_command_and_none_at_the_prompt(manag
     await eventually(lambda: session.process["command"] == "sleep 1000", timeout=5)
     session.write(b"\x03")
     await eventually(lambda: session.process["command"] is None, timeout=5)
+    # Quoted for the shell: an argument with a space reads as one, as it was typed.
+    session.write(b"sh -c 'sleep 1000; true' \"my arg\"\r")
+    await eventually(lambda: session.process["command"] == "sh -c 'sleep 1000; true' 'my arg'", timeout=5)
+    session.write(b"\x03")
+    await eventually(lambda: session.process["command"] is None, timeout=5)
 
 
 async def test_exit_code_is_reported_and_the_session_removed(manager):
@@ -458,6 +463,35 @@ async def test_no_file_descriptors_leak_and_no_children_are_left(home):
         assert not Path(f"/proc/{session.pid}").exists()  # reaped, not a zombie
 
 
+async def test_each_client_is_told_in_order_with_the_output_whether_it_is_the_answering_one(manager):
+    """One tab, the one the person uses, acts on what only one may (a one-time download link):
+    each client learns when it becomes or stops being that one, between the output around it."""
+    session = await manager.create()
+    first, second = Recorder(), Recorder()
+    session.attach(first)
+    await first.wait_event("answering")
+    session.write(b"echo one-$((1+1))\n")
+    await first.wait_for(b"one-2")
+    detach_second = session.attach(second)  # attached last, nobody focused: it answers
+    await second.wait_event("answering")
+    await eventually(lambda: len(first.events) == 3)
+    session.focus(first)  # the person is back at the first
+    await eventually(lambda: len(second.events) == 3)
+    session.write(b"echo two-$((1+1))\n")
+    await second.wait_for(b"two-2")
+    await first.wait_for(b"two-2")
+    detach_second()
+    session.focus(second)  # gone: changes nothing
+    answering = lambda c: [(e["answering"]) for e in c.events if e["type"] == "answering"]  # noqa: E731
+    assert answering(first) == [True, False, True]
+    assert answering(second) == [True, False]
+    # The first heard of losing it after the output it had seen as the answering one.
+    [(told_yes_at, _), (told_no_at, _), (told_yes_again_at, _)] = [
+        (at, e) for at, e in first.timeline if e["type"] == "answering"]
+    assert first.output.find(b"one-2") < told_no_at <= told_yes_again_at < first.output.find(b"two-2")
+    await manager.delete(session.id)
+
+
 async def test_session_count_listeners_and_broadcast(manager):
     counts: list[int] = []
     unsubscribe = manager.subscribe(counts.append)
@@ -467,7 +501,8 @@ async def test_session_count_listeners_and_broadcast(manager):
     second.attach(client)
     manager.broadcast({"type": "token", "state": "invalid"})
     await client.wait_quiet()
-    assert client.events == [{"type": "replay_end"}, {"type": "token", "state": "invalid"}]
+    assert client.events == [{"type": "replay_end"}, {"type": "answering", "answering": True},
+                             {"type": "token", "state": "invalid"}]
     await manager.delete(first.id)
     unsubscribe()
     await manager.delete(second.id)
@@ -573,6 +608,40 @@ async def test_clients_that_all_take_nothing_are_dropped_and_the_program_runs_on
         late = Recorder()
         session.attach(late)
         await late.wait_for(b"D1D", timeout=30)
+    finally:
+        await sessions.close()
+
+
+class SlowLinkClient(Recorder):
+    """A client behind a slow link: each frame takes as long as its size at ``rate`` bytes/s."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    async def send_output(self, data: bytes) -> None:
+        await asyncio.sleep(len(data) / self.rate)
+        await super().send_output(data)
+
+
+async def test_a_slow_link_that_makes_progress_attaches_while_the_terminal_has_output(home):
+    """Its 1 MiB replay takes longer than the stall limit while the program writes on: a
+    client that keeps taking output is slow, not stuck, and is never dropped for it."""
+    sessions = SessionManager(2, 60, home / "projects", pty_env(home), kill_grace=0.3, stall_seconds=0.2)
+    await sessions.start()
+    try:
+        session = await sessions.create()
+        helper = Recorder()
+        detach = session.attach(helper)
+        await run(session, helper, FLOOD.replace("30000", "12000"), timeout=30)  # a full scrollback
+        detach()
+        slow = SlowLinkClient(rate=2_000_000)  # the replay alone takes about half a second
+        session.attach(slow)
+        session.write(f"{FLOOD}; printf 'D%sD' 1\r".encode())
+        await slow.wait_for(b"D1D", timeout=60)
+        assert [e["type"] for e in slow.events][:1] == ["replay_end"]
+        assert "dropped" not in [e["type"] for e in slow.events]
+        assert session.clients == 1
     finally:
         await sessions.close()
 

@@ -56,3 +56,26 @@ def test_untrimmed_output_is_replayed_whole():
     scrollback = Scrollback(1 << 20)
     scrollback.append(STREAM)
     assert scrollback.snapshot() == STREAM
+
+
+def test_a_replay_never_starts_inside_a_string_sequence_longer_than_the_look_back():
+    """An inline image (OSC 1337, 40 KB of base64) cut by the replay's start: the replay starts
+    after it, never with its base64 as text; one still being written is left to live output."""
+    image = b"\x1b]1337;File=inline=1:" + b"QUJD" * 10_000 + b"\x07"
+    stream = b"before\r\n" * 50 + image + b"after\r\n" * 50 + b"\x1bPq" + b"#0;2;0;0;0" * 1000 + b"\x1b\\done\r\n"
+    spans = [m.span() for m in re.finditer(rb"\x1b\][^\x07]*\x07|\x1bP[^\x1b]*\x1b\\", stream)]
+    assert [end - start for start, end in spans] == [len(image), 10_005]
+    for limit in range(100, len(stream), 997):
+        for chunk in (len(stream), 4096, 1000):
+            scrollback = Scrollback(limit)
+            for i in range(0, len(stream), chunk):
+                scrollback.append(stream[i : i + chunk])
+            replay = scrollback.snapshot()
+            start = len(stream) - len(replay)
+            assert stream.endswith(replay) and len(replay) <= limit
+            assert not any(begin < start < end for begin, end in spans), (limit, chunk, replay[:40])
+
+    # Cut inside an image that has not ended yet: nothing of it is replayed.
+    scrollback = Scrollback(1000)
+    scrollback.append(b"prompt$ " + image[:-1])
+    assert scrollback.snapshot() == b""

@@ -13,6 +13,7 @@ import pytest
 
 from aiohttp import web
 
+from conftest import eventually
 from coda_aio.routes.app_keys import SETUP
 from coda_aio.routes.setup import add_routes
 from coda_aio.agents.setup import SetupRunner, Step, StepFailed, agent_install_steps, low_priority
@@ -47,7 +48,8 @@ async def test_steps_run_in_parallel_and_report_each_outcome(tmp_path: Path):
     assert marker.exists()
     assert steps["bad"]["status"] == "failed"
     assert "exit code 3" in steps["bad"]["error"] and "npm ERR! boom" in steps["bad"]["error"]
-    assert steps["slow"] == {"id": "slow", "label": "Times out", "status": "failed", "error": "timed out after 0.5 s"}
+    assert steps["slow"] == {"id": "slow", "label": "Times out", "status": "failed", "error": "timed out after 0.5 s",
+                             "advice": None}
     assert steps["done-before"]["status"] == "skipped"
     assert steps["missing"]["status"] == "failed" and "cannot run /nonexistent/tool" in steps["missing"]["error"]
     assert runner.status()["status"] == "failed"
@@ -61,7 +63,8 @@ async def test_failed_check_runs_the_step(tmp_path: Path):
     runner.start()
     await runner.wait()
     assert marker.exists()
-    assert runner.status() == {"status": "done", "steps": [{"id": "s", "label": "Install", "status": "done", "error": None}]}
+    assert runner.status() == {"status": "done", "steps": [{"id": "s", "label": "Install", "status": "done", "error": None,
+                                                              "advice": None}]}
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path):
@@ -211,7 +214,8 @@ async def test_setup_status_route(aiohttp_client):
     client = await aiohttp_client(app)
     resp = await client.get("/api/setup-status")
     assert resp.status == 200
-    assert await resp.json() == {"status": "idle", "steps": [{"id": "s", "label": "Quick", "status": "pending", "error": None}]}
+    assert await resp.json() == {"status": "idle", "steps": [{"id": "s", "label": "Quick", "status": "pending", "error": None,
+                                                              "advice": None}]}
     app[SETUP].start()
     await app[SETUP].wait()
     assert (await (await client.get("/api/setup-status")).json())["status"] == "done"
@@ -258,7 +262,7 @@ async def test_action_steps_report_success_failure_and_timeout():
     steps = by_id(runner)
     assert steps["ok"]["status"] == "done" and done == ["works"]
     assert steps["bad"] == {"id": "bad", "label": "Refuses", "status": "failed",
-                            "error": "checksum mismatch for x.zip; nothing was installed"}
+                            "error": "checksum mismatch for x.zip; nothing was installed", "advice": None}
     assert steps["slow"]["error"] == "timed out after 0.2 s"
     assert steps["perm"]["error"] == "Permission denied: /opt/bin/databricks"
     assert steps["skip"]["status"] == "skipped"
@@ -275,3 +279,36 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_failed_step_is_retried_on_request_and_only_a_failed_one(aiohttp_client, tmp_path: Path):
+    """POST /api/setup-steps/{id}/retry runs a failed step again, beside the others' progress."""
+    fixed = tmp_path / "network-back"
+    gate = tmp_path / "release-slow"
+    app = web.Application()
+    app[SETUP] = SetupRunner([
+        Step("flaky", "Flaky", ["sh", "-c", f"test -e {fixed}"], timeout=10, advice="Fix the network, then retry."),
+        Step("slow", "Slow", ["sh", "-c", f"until [ -e {gate} ]; do sleep 0.05; done"], timeout=30),
+    ])
+    add_routes(app)
+    client = await aiohttp_client(app)
+    app[SETUP].start()
+    await eventually(lambda: by_id(app[SETUP])["flaky"]["status"] == "failed", timeout=10)
+    # The failure and the other step's progress side by side; the advice with the failure.
+    status = await (await client.get("/api/setup-status")).json()
+    assert [(s["id"], s["status"], s["advice"]) for s in status["steps"]] == [
+        ("flaky", "failed", "Fix the network, then retry."), ("slow", "running", None)]
+
+    async with client.post("/api/setup-steps/slow/retry") as r:
+        assert r.status == 409 and "only a failed step" in (await r.json())["error"]
+    async with client.post("/api/setup-steps/nope/retry") as r:
+        assert r.status == 404 and "nope" in (await r.json())["error"]
+
+    fixed.touch()
+    async with client.post("/api/setup-steps/flaky/retry") as r:
+        assert r.status == 202
+    gate.touch()
+    await asyncio.wait_for(app[SETUP].wait(), 10)
+    assert {s["id"]: s["status"] for s in app[SETUP].status()["steps"]} == {"flaky": "done", "slow": "done"}
+    assert app[SETUP].status()["status"] == "done"
+

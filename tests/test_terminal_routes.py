@@ -439,3 +439,30 @@ async def test_shutdown_says_goodbye_closes_sockets_and_ends_shells(home):
     finally:
         if not closed:
             await server.close()
+
+
+async def test_a_client_may_ask_for_a_shorter_replay_and_bad_values_are_a_400(client):
+    """A slow link asks for less scrollback (?replay=BYTES) so it attaches soon."""
+    session_id = await create(client)
+    first = await Term.open(client, session_id)
+    await first.run(f"{sys.executable} -c \"print(('x' * 99 + chr(10)) * 2000); print('tail-' + 'mark')\"", timeout=15)
+    await first.ws.close()
+
+    async def replay(**params) -> Term:
+        term = await Term.open(client, session_id, params=params)
+        async with asyncio.timeout(10):
+            while not any(e["type"] == "replay_end" for e in term.events):
+                await term.receive_one()
+        return term
+
+    short = await replay(replay="3000")
+    assert len(short.output) <= 3000 and b"tail-mark" in short.output
+    whole = await replay()
+    assert len(whole.output) > 100 * 2000  # without it, the whole scrollback
+    for bad in ("-1", "lots", "1e6"):
+        async with client.get(f"/api/sessions/{session_id}/ws", params={"replay": bad},
+                              headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as r:
+            assert r.status == 400 and "replay" in (await r.json())["error"]
+    for term in (short, whole):
+        await term.ws.close()

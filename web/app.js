@@ -1,20 +1,27 @@
 // The page: tabs of terminal sessions, the sign-in prompt, the status line.
 // Module graph: app -> tab_bar, terminal_tab (-> xterm.js, protocol, api), token_prompt,
+// pane_splits (-> split_layout), split_actions, key_bar, touch_scroll, clipboard_paste,
+// clipboard_writes, file_transfer,
 // status_bar, setup_progress, search_bar, settings_panel (-> settings, theme, renderer),
 // help_panel (-> shortcuts), context_menu.
 
 import { api } from './api.js';
 import { CloseConfirm } from './close_confirm.js';
 import { ContextMenu } from './context_menu.js';
+import { readClipboard } from './clipboard_paste.js';
+import { watchClipboardWrites } from './clipboard_writes.js';
 import { acceptFiles, watchDownloads } from './file_transfer.js';
 import { HelpPanel } from './help_panel.js';
+import { KeyBar } from './key_bar.js';
 import { SearchBar } from './search_bar.js';
 import { SessionPicker } from './session_picker.js';
-import { SplitLayout, clampRatio } from './split_layout.js';
+import { PaneSplits } from './pane_splits.js';
+import { SplitActions } from './split_actions.js';
 import { RestoreProgress, SetupProgress } from './setup_progress.js';
 import { StatusBar } from './status_bar.js';
 import { TabBar } from './tab_bar.js';
 import { STATE, TerminalTab } from './terminal_tab.js';
+import { followTouchScroll } from './touch_scroll.js';
 import { hardwareWebgl } from './renderer.js';
 import { loadSettings, storeSettings } from './settings.js';
 import { SettingsPanel } from './settings_panel.js';
@@ -32,15 +39,11 @@ const FOCUSED_PANE_KEY = 'coda.focusedSession';
 // after a server restart every tab gets a new session in whatever order they reconnect.
 const TAB_ORDER_KEY = 'coda.tabOrder';
 const FIT_DEBOUNCE_MS = 30;
-// Split tabs, by the first pane's session id: {second: session id, orientation, ratio}.
-const SPLITS_KEY = 'coda.splits';
 
 class App {
   constructor() {
     this.tabs = [];
     this.active = null;
-    // A split tab's layout, by the tab (its first pane); the tab bar shows first panes only.
-    this.splits = new Map();
     // The pane of the active tab that has the keyboard (null: the tab itself).
     this.focusedPane = null;
     this.settings = loadSettings();
@@ -56,6 +59,11 @@ class App {
     this.keydownTarget = null;
 
     this.terminals = document.getElementById('terminals');
+    // Tabs split in two panes (pane_splits.js); the tab bar shows first panes only.
+    this.splitActions = new SplitActions(this);
+    this.splits = new PaneSplits({
+      host: this.terminals, onResize: () => this.scheduleFit(), onDragEnd: () => this.current?.focus(),
+    });
     this.tabBar = new TabBar({
       onSelect: (tab) => this.activate(tab),
       onClose: (tab) => this.requestClose(tab),
@@ -68,18 +76,20 @@ class App {
       onClose: () => this.current?.focus(),
     });
     this.status = new StatusBar({ onSignIn: () => this.signIn() });
-    this.setup = new SetupProgress();
-    this.restore = new RestoreProgress();
+    // A click on a status item opens its panel and gives the keyboard back to the terminal.
+    this.setup = new SetupProgress({ onClicked: () => this.current?.focus() });
+    this.restore = new RestoreProgress({ onClicked: () => this.current?.focus() });
     this.search = new SearchBar();
     this.settingsPanel = new SettingsPanel({
       onChange: (settings) => this.applySettings(settings),
       onClose: () => this.current?.focus(),
     });
     this.helpPanel = new HelpPanel({ onClose: () => this.current?.focus() });
+    this.keyBar = new KeyBar({ element: document.getElementById('key-bar'), current: () => this.current });
     this.menu = new ContextMenu({
       items: [
         { label: 'Copy', hint: 'Ctrl+Shift+C', run: () => this.current?.copySelection(), enabled: () => Boolean(this.current?.term.hasSelection()) },
-        { label: 'Paste', hint: 'Ctrl+Shift+V', run: () => this.pasteFromClipboard() },
+        { label: 'Paste', hint: 'Ctrl+V', run: () => this.pasteFromClipboard() },
         { label: 'Select all', run: () => this.current?.term.selectAll() },
         { label: 'Find…', hint: 'Ctrl+Shift+F', run: () => this.current && this.search.open(this.current) },
       ],
@@ -93,11 +103,12 @@ class App {
       ['s', () => this.openPicker()],
       ['PageUp', () => this.moveActive(-1)],
       ['PageDown', () => this.moveActive(1)],
-      ['h', () => this.split('row')],
-      ['v', () => this.split('column')],
-      ['x', () => this.closePane()],
-      ['ArrowDown', () => this.focusOtherPane()],
-      ['ArrowUp', () => this.focusOtherPane()],
+      ['h', () => this.splitActions.split('row')],
+      ['v', () => this.splitActions.split('column')],
+      ['x', () => this.splitActions.closePane()],
+      ['r', () => this.active && this.tabBar.rename(this.active)],
+      ['ArrowDown', () => this.splitActions.focusOtherPane()],
+      ['ArrowUp', () => this.splitActions.focusOtherPane()],
       ['ArrowRight', () => this.selectRelative(1)],
       ['ArrowLeft', () => this.selectRelative(-1)],
     ]);
@@ -108,6 +119,7 @@ class App {
       onTokenEvent: (state) => this.tokenEvent(state),
       onReconnected: () => this.serverBack(),
       onTerminalKey: (event, tab) => this.terminalKey(event, tab),
+      onTyped: (data) => this.keyBar.applyCtrl(data),
     };
   }
 
@@ -118,8 +130,8 @@ class App {
     document.getElementById('settings-button').addEventListener('click', () => this.openSettings());
     document.getElementById('help-button').addEventListener('click', () => this.toggleHelp());
     document.getElementById('sessions-button').addEventListener('click', () => this.openPicker());
-    document.getElementById('split-row').addEventListener('click', () => this.split('row'));
-    document.getElementById('split-column').addEventListener('click', () => this.split('column'));
+    document.getElementById('split-row').addEventListener('click', () => this.splitActions.split('row'));
+    document.getElementById('split-column').addEventListener('click', () => this.splitActions.split('column'));
     document.getElementById('theme-toggle').addEventListener('click', () => this.toggleTheme());
     window.addEventListener('keydown', (event) => this.pageKey(event), { capture: true });
     this.terminals.addEventListener('contextmenu', (event) => {
@@ -128,19 +140,24 @@ class App {
       this.menu.open(event.clientX, event.clientY);
     });
     new ResizeObserver(() => this.scheduleFit()).observe(this.terminals);
-    // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
-    acceptFiles(this.terminals, {
-      tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
-      notify: (text, kind) => this.flashMessage(text, kind),
-    });
     setInterval(() => this.tick(), TICK_MS);
 
-    // The account and the sessions are asked for at once: neither answer waits for the other.
+    // The account, the sessions and the file limits are asked for at once: no answer waits
+    // for another.
     const sessionsLoaded = this.loadSessions();
+    const fileConfigLoaded = api.fileTransfer().catch(() => null);
     await this.refreshAccount();
     setInterval(() => this.refreshAccount(), HEALTH_REFRESH_MS);
 
     const sessions = inUserOrder(await sessionsLoaded);
+    // Asked again if the first try found the server still starting (loadSessions waited).
+    this.fileConfig = (await fileConfigLoaded) || (await api.fileTransfer());
+    // Files in (paste or drop on a terminal) and out (coda-download): file_transfer.js.
+    this.files = acceptFiles(this.terminals, {
+      tabFor: (element) => this.allPanes().find((t) => t.pane.contains(element)) || this.current,
+      notify: (text, kind) => this.flashMessage(text, kind),
+      config: this.fileConfig,
+    });
     const remembered = sessionStorage.getItem(ACTIVE_TAB_KEY);
     this.openTabs(sessions);
     if (this.tabs.length === 0) {
@@ -193,24 +210,26 @@ class App {
   // One terminal: a tab of its own, or the second pane of a split tab.
   createPane(id, label) {
     const pane = new TerminalTab({ id, label, settings: this.settings, gpu: this.gpu, host: this.terminals, callbacks: this.tabCallbacks });
-    watchDownloads(pane, (text, kind) => this.flashMessage(text, kind));
+    watchDownloads(pane, (text, kind) => this.flashMessage(text, kind), this.fileConfig);
+    watchClipboardWrites(pane, {
+      policy: () => this.settings.clipboardWrites,
+      notify: (text, kind) => this.flashMessage(text, kind),
+      ask: (question) => this.confirm.ask(question, { yes: 'Set the clipboard', no: 'Leave it' }),
+    });
     pane.pane.addEventListener('focusin', () => this.paneFocused(pane));
+    followTouchScroll(pane);
     return pane;
   }
 
   // A tab for every live session (none becomes unreachable), split as this browser left it.
   openTabs(sessions) {
-    const layout = loadSplits();
     const live = new Map(sessions.map((s) => [s.id, s]));
-    const secondOf = new Map();
-    for (const [first, entry] of Object.entries(layout)) {
-      if (live.has(first) && live.has(entry.second) && first !== entry.second && !layout[entry.second]) secondOf.set(entry.second, first);
-    }
-    for (const session of sessions) if (!secondOf.has(session.id)) this.addTab(session.id, session.label || 'Terminal');
-    for (const [secondId, firstId] of secondOf) {
-      const tab = this.tabs.find((t) => t.id === firstId);
+    const pairs = this.splits.savedPairs(new Set(live.keys()));
+    for (const session of sessions) if (!pairs.has(session.id)) this.addTab(session.id, session.label || 'Terminal');
+    for (const [secondId, { first, ...layout }] of pairs) {
+      const tab = this.tabs.find((t) => t.id === first);
       const label = live.get(secondId).label || 'Terminal';
-      if (tab && !this.splits.has(tab)) this.layOut(tab, this.createPane(secondId, label), layout[firstId]);
+      if (tab && !this.splits.has(tab)) this.layOut(tab, this.createPane(secondId, label), layout);
       else this.addTab(secondId, label);
     }
   }
@@ -360,10 +379,8 @@ class App {
     this.tabs = this.tabs.filter((t) => t !== tab);
     const panes = this.panesOf(tab);
     if (panes.includes(this.search.tab)) this.search.close();
-    const split = this.splits.get(tab);
-    this.splits.delete(tab);
+    this.splits.remove(tab);
     for (const pane of panes) pane.dispose();
-    split?.element.remove();
     if (this.active === tab) this.active = null;
     this.render();
   }
@@ -371,8 +388,7 @@ class App {
   // --- split panes ----------------------------------------------------------------------
 
   panesOf(tab) {
-    const split = this.splits.get(tab);
-    return split ? [split.first, split.second] : [tab];
+    return this.splits.panesOf(tab);
   }
 
   allPanes() {
@@ -389,8 +405,7 @@ class App {
       if (visible) pane.show();
       else pane.hide();
     }
-    const split = this.splits.get(tab);
-    if (split) split.element.hidden = !visible;
+    this.splits.setVisible(tab, visible);
     if (visible) this.markFocusedPane();
   }
 
@@ -409,96 +424,9 @@ class App {
     this.renderStatus();
   }
 
-  layOut(tab, second, { orientation = 'row', ratio = 0.5 } = {}) {
-    const split = new SplitLayout({
-      host: this.terminals, first: tab, second, orientation, ratio: clampRatio(ratio),
-      onResize: () => {
-        this.scheduleFit();
-        this.saveSplits();
-      },
-    });
-    this.splits.set(tab, split);
+  layOut(tab, second, layout) {
+    this.splits.layOut(tab, second, layout);
     if (tab !== this.active) this.showPanes(tab, false);
-    return split;
-  }
-
-  // A second pane with a new session beside (row) or below (column) the active tab's.
-  async split(orientation) {
-    const tab = this.active;
-    if (!tab || this.prompting) return;
-    if (this.splits.has(tab)) {
-      this.flashMessage('This tab has two panes already: close one (Alt+Shift+X) first.');
-      return;
-    }
-    const label = this.nextLabel();
-    const second = this.createPane(null, label);
-    this.layOut(tab, second, { orientation });
-    this.focusedPane = second;
-    this.showPanes(tab, true);
-    // Laid out before the session exists, so the shell starts at the pane's size.
-    this.fitAll();
-    try {
-      const created = await api.createSession({ label, ...second.size });
-      second.id = created.id;
-    } catch (err) {
-      if (this.splits.get(tab)?.second === second) this.unsplit(tab, tab);
-      this.flashMessage(err.message);
-      return;
-    }
-    if (this.splits.get(tab)?.second !== second) {
-      await this.deleteSession(second.id); // The tab closed meanwhile.
-      return;
-    }
-    second.connect();
-    if (this.active === tab) {
-      this.search.follow(this.current);
-      this.current.focus();
-    }
-    this.render();
-  }
-
-  // Back to one pane: `keep` stays (and becomes the tab), the other is disposed of.
-  unsplit(tab, keep) {
-    const split = this.splits.get(tab);
-    const gone = keep === split.first ? split.second : split.first;
-    this.splits.delete(tab);
-    split.dissolve(keep);
-    if (this.search.tab === gone) this.search.close();
-    gone.dispose();
-    if (keep !== tab) this.tabs[this.tabs.indexOf(tab)] = keep;
-    if (this.active === tab) this.active = keep;
-    this.focusedPane = keep;
-    if (this.active === keep) this.activate(keep);
-    else this.render();
-    return gone;
-  }
-
-  // Ends the focused pane's session; a tab with one pane closes as a whole.
-  async closePane() {
-    const tab = this.active;
-    const pane = this.current;
-    if (!tab || !this.splits.has(tab)) {
-      await this.requestClose(tab);
-      return;
-    }
-    if (!(await this.mayEnd([pane], 'the pane'))) return;
-    const split = this.splits.get(tab);
-    if (!split || (split.first !== pane && split.second !== pane)) return;
-    const gone = this.unsplit(tab, pane === split.first ? split.second : split.first);
-    if (gone.id) await this.deleteSession(gone.id);
-  }
-
-  focusOtherPane() {
-    const split = this.splits.get(this.active);
-    if (split) (this.current === split.first ? split.second : split.first).focus();
-  }
-
-  saveSplits() {
-    const layout = {};
-    for (const [tab, split] of this.splits) {
-      if (tab.id && split.second.id) layout[tab.id] = { second: split.second.id, orientation: split.orientation, ratio: split.ratio };
-    }
-    localStorage.setItem(SPLITS_KEY, JSON.stringify(layout));
   }
 
   async renameTab(tab, label) {
@@ -617,6 +545,9 @@ class App {
     // An open panel or menu, or a tab name being edited, keeps the keys typed in it; only a
     // panel's own shortcut closes it.
     else if (this.settingsPanel.isOpen || this.helpPanel.isOpen || this.menu.isOpen || this.tabBar.editing) return;
+    // The status bar's panels are not dialogs (the terminal keeps the keys); Esc closes them.
+    else if (event.key === 'Escape' && !event.ctrlKey && !event.altKey && !event.shiftKey
+      && (this.setup.isOpen || this.restore.isOpen)) action = () => [this.setup, this.restore].forEach((p) => p.close());
     else if (this.current && this.terminals.contains(event.target) && (event.key === 'ContextMenu'
       || (event.key === 'F10' && event.shiftKey && !event.ctrlKey && !event.altKey))) action = () => this.openMenuAtCursor();
     else if (event.ctrlKey && event.shiftKey && !event.altKey && key === 'f') action = () => this.current && this.search.open(this.current);
@@ -634,31 +565,37 @@ class App {
     this.menu.open(box.left, box.bottom);
   }
 
-  // Chosen by the person (menu), so the clipboard's text goes to the shell as a paste would.
+  // Chosen by the person (menu): text goes to the shell as a paste would, an image is uploaded
+  // as a pasted one is; when the browser will not say what is there, the message says why.
   async pasteFromClipboard() {
     const tab = this.current;
-    try {
-      const text = await navigator.clipboard.readText();
-      if (text && tab) tab.paste(text);
-    } catch (err) {
-      this.flashMessage(`Paste needs clipboard access (or use Ctrl+Shift+V): ${err.message}`);
-    }
+    const clipboard = await readClipboard();
+    if (!tab) return;
+    if (clipboard.text) tab.paste(clipboard.text);
+    else if (clipboard.files) this.files.upload(tab, clipboard.files);
+    else this.flashMessage(clipboard.problem);
+    tab.focus();
   }
 
-  // Keys xterm.js must leave to the browser: copy and paste with Ctrl+Shift.
+  // Keys xterm.js must leave to the browser: Ctrl+Shift+C copies; Ctrl+V and Ctrl+Shift+V paste.
   terminalKey(event, tab) {
     // The keypress of a key that went down elsewhere (Enter in the rename field, which then
     // hands the focus back to the terminal) belongs to that field, not to the shell.
     if (event.type === 'keypress' && this.keydownTarget !== tab.term.textarea) return false;
-    if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey) return true;
+    if (event.type !== 'keydown' || !event.ctrlKey || event.altKey || event.metaKey) return true;
     const key = event.key.toLowerCase();
-    if (key === 'c') {
+    if (event.shiftKey && key === 'c') {
       tab.copySelection();
       event.preventDefault();
       return false;
     }
-    // Returning false lets the browser's own paste happen; xterm.js then receives the paste event.
-    return key !== 'v';
+    // Returning false lets the browser's own paste happen: xterm.js then receives the paste
+    // event (text), or file_transfer.js does (an image or a file). Only the browser's own event
+    // carries files: Chromium's Ctrl+Shift+V is "paste as plain text", so only Ctrl+V uploads.
+    // The setting gives Ctrl+V to the shell (readline's literal next), except at a prompt the
+    // page draws (the token prompt), which has no use for it.
+    if (key !== 'v') return true;
+    return !(event.shiftKey || tab.inputHandler || this.settings.ctrlV === 'paste');
   }
 
   // --- rendering ------------------------------------------------------------------------
@@ -707,7 +644,7 @@ class App {
     this.renderStatus();
     const order = this.tabs.map((t) => t.id).filter(Boolean);
     if (order.length) localStorage.setItem(TAB_ORDER_KEY, JSON.stringify(order));
-    this.saveSplits();
+    this.splits.save();
     this.rememberFocus();
   }
 
@@ -747,17 +684,6 @@ class App {
     this.messageTimer = setTimeout(() => {
       el.hidden = true;
     }, 6000);
-  }
-}
-
-// The split layout this browser saved: {first session id: {second, orientation, ratio}}.
-function loadSplits() {
-  try {
-    const layout = JSON.parse(localStorage.getItem(SPLITS_KEY) || '{}');
-    if (!layout || typeof layout !== 'object' || Array.isArray(layout)) return {};
-    return Object.fromEntries(Object.entries(layout).filter(([, entry]) => entry && typeof entry.second === 'string'));
-  } catch {
-    return {};
   }
 }
 

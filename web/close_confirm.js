@@ -21,10 +21,12 @@ export class CloseConfirm {
     return this.dialog.open;
   }
 
-  // Resolves true when the person chose to close.
-  ask(message) {
+  // Resolves true when the person chose to close (or, with other `labels`, said yes).
+  ask(message, { yes = 'Close and end it', no = 'Keep it' } = {}) {
     if (this.dialog.open) return Promise.resolve(false);
     this.text.textContent = message;
+    document.getElementById('confirm-close-yes').textContent = yes;
+    document.getElementById('confirm-close-keep').textContent = no;
     this.dialog.returnValue = '';
     this.dialog.showModal();
     this.text.focus();

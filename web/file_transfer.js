@@ -5,11 +5,8 @@
 // private escape sequence carrying a one-time id; the page fetches that one file and hands it
 // to the browser's downloads.
 
-// Mirrors MAX_UPLOAD_BYTES in src/coda_aio/file_transfer/routes.py. The server's check is the
-// one that counts; this one spares a long upload that would only be refused.
-const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
-// Mirrors DOWNLOAD_OSC in src/coda_aio/file_transfer/download_spool.py.
-const DOWNLOAD_OSC = 7717;
+// The upload limit and the download sequence's number come from the server
+// (GET /api/file-transfer: `config` below), which owns both.
 const DOWNLOAD_ID = /^[0-9a-f]{32}$/;
 // How long a downloaded file's blob URL lives: revoking it at once can cancel the download.
 const BLOB_URL_LIFETIME_MS = 60_000;
@@ -20,9 +17,13 @@ export function shellQuote(text) {
   return `'${text.replace(/'/g, `'"'"'`)}'`;
 }
 
-// Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`).
+// Paste and drop on `container`: files go to the terminal they landed on (`tabFor(element)`),
+// which is outlined while files are dragged over it. Returns {upload(tab, files)} for files
+// that come another way (the menu's Paste).
 // `notify(text, kind)` shows progress ('info'), success ('good') and errors ('bad') on the page.
-export function acceptFiles(container, { tabFor, notify }) {
+// `config` is the server's {max_upload_bytes}: the server's check is the one that counts; this
+// one spares a long upload that would only be refused.
+export function acceptFiles(container, { tabFor, notify, config }) {
   // Capture phase: ahead of xterm.js's own paste handler on its textarea.
   container.addEventListener('paste', (event) => {
     const files = pastedFiles(event.clipboardData);
@@ -30,20 +31,35 @@ export function acceptFiles(container, { tabFor, notify }) {
     if (!tab) return;
     event.preventDefault();
     event.stopPropagation();
-    uploadInto(tab, files, notify);
+    uploadInto(tab, files, notify, config.max_upload_bytes);
   }, true);
+  // The pane that will take the drop, outlined (style.css: .drop-target) so it is clear which
+  // of two split panes gets the files.
+  let target = null;
+  const showTarget = (pane) => {
+    if (pane === target) return;
+    target?.classList.remove('drop-target');
+    target = pane;
+    target?.classList.add('drop-target');
+  };
   container.addEventListener('dragover', (event) => {
     if (!carriesFiles(event.dataTransfer)) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = 'copy';
+    showTarget(tabFor(event.target)?.pane || null);
+  });
+  container.addEventListener('dragleave', (event) => {
+    if (!event.relatedTarget || !container.contains(event.relatedTarget)) showTarget(null);
   });
   container.addEventListener('drop', (event) => {
+    showTarget(null);
     const files = [...(event.dataTransfer?.files || [])];
     if (!files.length) return;
     event.preventDefault();
     const tab = tabFor(event.target);
-    if (tab) uploadInto(tab, files, notify);
+    if (tab) uploadInto(tab, files, notify, config.max_upload_bytes);
   });
+  return { upload: (tab, files) => uploadInto(tab, files, notify, config.max_upload_bytes) };
 }
 
 // Files only when the clipboard holds no text: copying cells from a spreadsheet puts a picture
@@ -57,7 +73,7 @@ function carriesFiles(transfer) {
   return Boolean(transfer && [...transfer.types].includes('Files'));
 }
 
-async function uploadInto(tab, files, notify) {
+async function uploadInto(tab, files, notify, maxBytes) {
   if (tab.inputHandler) {
     notify('This terminal is not at a shell prompt (sign-in or a finished shell); nothing was uploaded.');
     return;
@@ -66,8 +82,8 @@ async function uploadInto(tab, files, notify) {
   const problems = [];
   for (const file of files) {
     const name = file.name || 'pasted';
-    if (file.size > MAX_UPLOAD_BYTES) {
-      problems.push(`${name} is larger than ${MAX_UPLOAD_BYTES / 1024 / 1024} MiB, the upload limit`);
+    if (file.size > maxBytes) {
+      problems.push(`${name} is larger than ${maxBytes / 1024 / 1024} MiB, the upload limit`);
       continue;
     }
     try {
@@ -112,12 +128,13 @@ function uploadFile(file, name, onProgress) {
 }
 
 // Downloads that `coda-download` announces in `tab`'s output. Only live output counts: a
-// replayed scrollback holds the sequences of downloads done long ago. Nothing is ever sent to
-// the shell from here.
-export function watchDownloads(tab, notify) {
-  tab.term.parser.registerOscHandler(DOWNLOAD_OSC, (data) => {
+// replayed scrollback holds the sequences of downloads done long ago. Only the session's
+// answering tab (the one the person used last) fetches the one-time link: every tab attached
+// to the session sees the sequence. Nothing is ever sent to the shell from here. `config` is the server's {download_osc}.
+export function watchDownloads(tab, notify, config) {
+  tab.term.parser.registerOscHandler(config.download_osc, (data) => {
     const [kind, id] = data.split(';');
-    if (!tab.replaying && kind === 'download' && DOWNLOAD_ID.test(id || '')) download(id, notify);
+    if (!tab.replaying && tab.answering && kind === 'download' && DOWNLOAD_ID.test(id || '')) download(id, notify);
     return true; // ours: no other handler sees it
   });
 }

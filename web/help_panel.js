@@ -33,7 +33,9 @@ export class HelpPanel {
   open() {
     this.dialog.showModal();
     // The list, not the Close button, takes the focus: a stray Space or Enter keeps it open.
-    document.getElementById('help-table').focus();
+    // Without scrolling to it: the panel opens at its title.
+    document.getElementById('help-table').focus({ preventScroll: true });
+    this.dialog.scrollTop = 0;
   }
 
   close() {

@@ -39,7 +39,21 @@ export function parseFrame(buffer) {
   return null;
 }
 
-export function sessionSocketUrl(sessionId) {
+// `replayBytes`: the most scrollback to replay on attach (null: all the server keeps).
+export function sessionSocketUrl(sessionId, replayBytes = null) {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws`;
+  const query = replayBytes === null ? '' : `?replay=${replayBytes}`;
+  return `${scheme}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws${query}`;
+}
+
+// How long the replay may take to arrive, and the scrollback's most bytes worth asking for less.
+const REPLAY_SECONDS = 10;
+const REPLAY_MIN_BYTES = 16 * 1024;
+
+// A replay the link can bring in about REPLAY_SECONDS, from the browser's estimate of its
+// downlink (Network Information API, Chromium); null (all of it) without an estimate.
+export function replayBudget(connection = navigator.connection) {
+  const mbps = connection && connection.downlink;
+  if (!mbps || !Number.isFinite(mbps)) return null;
+  return Math.max(REPLAY_MIN_BYTES, Math.floor((mbps * 1e6) / 8 * REPLAY_SECONDS));
 }

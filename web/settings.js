@@ -23,6 +23,12 @@ const FONT_CANDIDATES = [
 ];
 
 export const CURSOR_STYLES = { block: 'Block', bar: 'Bar', underline: 'Underline' };
+// What Ctrl+V does: paste (as in browser terminals), or reach the shell as readline's
+// "insert the next character literally" for those who use it (Ctrl+Shift+V still pastes).
+export const CTRL_V = { paste: 'Pastes', shell: 'Goes to the shell (literal next)' };
+// What happens when a program in the terminal sets the clipboard (OSC 52): every write shows a
+// notice; "ask" waits for a yes first, "refuse" never writes.
+export const CLIPBOARD_WRITES = { notify: 'Allowed, with a notice', ask: 'Ask first', refuse: 'Refused' };
 export const FONT_SIZE = { min: 8, max: 32 };
 export const SCROLLBACK = { min: 0, max: 100_000 };
 
@@ -33,6 +39,8 @@ export const DEFAULT_SETTINGS = Object.freeze({
   cursorStyle: 'block',
   scrollback: 10_000,
   renderer: 'auto',
+  ctrlV: 'paste',
+  clipboardWrites: 'notify',
 });
 
 // Checks one stored or typed value; returns the value to use.
@@ -50,6 +58,10 @@ function valid(key, value) {
       return clampInteger(value, SCROLLBACK, DEFAULT_SETTINGS.scrollback);
     case 'renderer':
       return value in RENDERERS ? value : DEFAULT_SETTINGS.renderer;
+    case 'ctrlV':
+      return value in CTRL_V ? value : DEFAULT_SETTINGS.ctrlV;
+    case 'clipboardWrites':
+      return value in CLIPBOARD_WRITES ? value : DEFAULT_SETTINGS.clipboardWrites;
     default:
       return undefined;
   }

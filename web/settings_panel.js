@@ -1,9 +1,11 @@
-// The settings panel (the gear in the tab bar, or Ctrl+,): theme, font, size, cursor and
-// scrollback. Every change applies at once to every tab through `onChange`. Keys typed here
+// The settings panel (the gear in the tab bar, or Ctrl+,): theme, font, size, cursor,
+// scrollback, renderer, what Ctrl+V does and whether programs may set the clipboard. Every change applies at once to every tab through `onChange`. Keys typed here
 // stay here: the panel is a modal dialog, and each key's keydown is stopped in it so neither
 // the page's shortcuts nor a terminal see it.
 
-import { CURSOR_STYLES, FONT_SIZE, SCROLLBACK, installedFonts, validSettings } from './settings.js';
+import {
+  CLIPBOARD_WRITES, CTRL_V, CURSOR_STYLES, FONT_SIZE, SCROLLBACK, installedFonts, validSettings,
+} from './settings.js';
 import { RENDERERS } from './renderer.js';
 import { THEMES } from './theme.js';
 
@@ -22,10 +24,14 @@ export class SettingsPanel {
       cursorStyle: byId('setting-cursor-style'),
       scrollback: byId('setting-scrollback'),
       renderer: byId('setting-renderer'),
+      ctrlV: byId('setting-ctrl-v'),
+      clipboardWrites: byId('setting-clipboard-writes'),
     };
     fillSelect(this.fields.theme, Object.entries(THEMES).map(([name, t]) => [name, t.label]));
     fillSelect(this.fields.cursorStyle, Object.entries(CURSOR_STYLES));
     fillSelect(this.fields.renderer, Object.entries(RENDERERS));
+    fillSelect(this.fields.ctrlV, Object.entries(CTRL_V));
+    fillSelect(this.fields.clipboardWrites, Object.entries(CLIPBOARD_WRITES));
     Object.assign(this.fields.fontSize, { min: FONT_SIZE.min, max: FONT_SIZE.max, step: 1 });
     Object.assign(this.fields.scrollback, { min: SCROLLBACK.min, max: SCROLLBACK.max, step: 1000 });
     this.fontsListed = false;

@@ -19,8 +19,9 @@ export const SHORTCUTS = [
   ['Enter / Shift+Enter', 'In the find bar: next / previous match'],
   ['Esc', 'Close the find bar, a panel or a menu'],
   ['Ctrl+Shift+C', 'Copy the selection (selecting text also copies it)'],
-  ['Ctrl+Shift+V', 'Paste'],
+  ['Ctrl+V', 'Paste text, or upload a copied image or file to ~/uploads and type its path (a setting sends Ctrl+V to the shell instead)'],
+  ['Ctrl+Shift+V', 'Paste text'],
   ['Shift+F10 / right-click', 'Terminal menu: copy, paste, select all, find'],
-  ['Double-click a tab', 'Rename it (Enter keeps the name, Esc cancels)'],
+  ['Alt+Shift+R / double-click a tab', 'Rename the tab (Enter keeps the name, Esc cancels)'],
   ['Middle-click a tab', 'Close it'],
 ];

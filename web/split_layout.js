@@ -15,12 +15,15 @@ export function clampRatio(ratio) {
 
 export class SplitLayout {
   // `first` and `second` are TerminalTabs (their `.pane` elements are moved in here);
-  // `onResize(ratio)` runs whenever the divider moves.
-  constructor({ host, first, second, orientation, ratio, onResize }) {
+  // `onResize(ratio)` runs whenever the divider moves; `onDragEnd()` when the pointer lets go
+  // of it (the app gives the keyboard back to the focused pane: a drag is not a move to the
+  // divider, and keys typed next belong to the terminal).
+  constructor({ host, first, second, orientation, ratio, onResize, onDragEnd = () => {} }) {
     this.first = first;
     this.second = second;
     this.orientation = ORIENTATIONS.includes(orientation) ? orientation : 'row';
     this.onResize = onResize;
+    this.onDragEnd = onDragEnd;
     this.host = host;
 
     this.element = document.createElement('div');
@@ -65,8 +68,10 @@ export class SplitLayout {
       this.setRatio(ratio);
     });
     const stop = (event) => {
-      if (this.divider.hasPointerCapture(event.pointerId)) this.divider.releasePointerCapture(event.pointerId);
+      if (!this.divider.hasPointerCapture(event.pointerId)) return;
+      this.divider.releasePointerCapture(event.pointerId);
       this.element.classList.remove('resizing');
+      this.onDragEnd();
     };
     this.divider.addEventListener('pointerup', stop);
     this.divider.addEventListener('pointercancel', stop);

@@ -39,7 +39,7 @@ export class TabBar {
     el.setAttribute('aria-selected', String(active));
     if (tab.id) el.dataset.sessionId = tab.id;
     el.dataset.state = tab.state;
-    el.title = `${tab.label} (double-click to rename)`;
+    el.title = `${tab.label} (double-click or Alt+Shift+R to rename)`;
     const label = el.querySelector('.tab-label');
     if (label && label.textContent !== tab.label) label.textContent = tab.label;
     el.querySelector('.tab-close').setAttribute('aria-label', `Close ${tab.label}`);
@@ -109,6 +109,12 @@ export class TabBar {
       this.dragging = null;
       if (dragged !== tab) this.onMove(dragged, tab);
     });
+  }
+
+  // From the keyboard (Alt+Shift+R): the same inline field as a double-click.
+  rename(tab) {
+    const el = this.elements.get(tab);
+    if (el) this.startRename(tab, el);
   }
 
   startRename(tab, el) {

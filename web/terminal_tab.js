@@ -4,7 +4,6 @@
 // connection-state changes through the callbacks it passes in.
 
 import { Terminal } from '/vendor/xterm.mjs';
-import { ClipboardAddon } from '/vendor/addon-clipboard.mjs';
 import { FitAddon } from '/vendor/addon-fit.mjs';
 import { ImageAddon } from '/vendor/addon-image.mjs';
 import { SearchAddon } from '/vendor/addon-search.mjs';
@@ -13,8 +12,8 @@ import { WebLinksAddon } from '/vendor/addon-web-links.mjs';
 
 import { api } from './api.js';
 import {
-  binaryInputFrame, focusFrame, inputFrame, parseFrame, pauseFrame, replyFrame, resizeFrame, resumeFrame,
-  sessionSocketUrl,
+  binaryInputFrame, focusFrame, inputFrame, parseFrame, pauseFrame, replayBudget, replyFrame, resizeFrame,
+  resumeFrame, sessionSocketUrl,
 } from './protocol.js';
 import { Renderer, wantsWebgl } from './renderer.js';
 import { freshLine } from './terminal_text.js';
@@ -66,6 +65,9 @@ export class TerminalTab {
     // From attach until xterm.js has parsed the scrollback the server replays: answers to the
     // queries in it are dropped (the programs that asked are long gone or asked already).
     this.replaying = false;
+    // Whether this is the session's answering client (the one the person used last, as the
+    // server says): only it acts on what must happen once, such as a coda-download link.
+    this.answering = false;
 
     // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
     this.inputHandler = null;
@@ -89,14 +91,14 @@ export class TerminalTab {
     this.term.loadAddon(new Unicode11Addon());
     this.term.unicode.activeVersion = '11';
     this.loadImageAddon();
-    this.loadClipboardAddon();
     this.term.open(this.pane);
     this.renderer = new Renderer(this.term, this.pane);
     this.renderer.use(wantsWebgl(settings.renderer, gpu));
     this.themeName = settings.theme;
 
     this.replies = new ReplyDetector(this.term);
-    this.term.onData((data) => (this.replies.isReply ? this.sendReply(data) : this.handleInput(data)));
+    // Typed keys pass through `onTyped` (the touch key bar's latched Ctrl) on their way in.
+    this.term.onData((data) => (this.replies.isReply ? this.sendReply(data) : this.handleInput(this.callbacks.onTyped(data))));
     // Capture phase: runs before xterm.js's own focus handler, whose focus report (ESC[I)
     // must reach a server that already knows this is where the person is.
     this.pane.addEventListener('focus', () => this.sendFrame(focusFrame()), true);
@@ -132,7 +134,7 @@ export class TerminalTab {
     clearTimeout(this.reconnectTimer);
     this.closeSocket();
     this.setState(STATE.CONNECTING);
-    const socket = new WebSocket(sessionSocketUrl(this.id));
+    const socket = new WebSocket(sessionSocketUrl(this.id, replayBudget()));
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => {
@@ -142,6 +144,7 @@ export class TerminalTab {
       // The server replays the session's scrollback first: start from a clean screen so a
       // reconnect shows it once, not appended to what was already on screen.
       this.replaying = true;
+      this.answering = false;
       this.pane.dataset.replaying = 'true';
       this.pane.dataset.attachments = String(Number(this.pane.dataset.attachments || 0) + 1);
       // Queued, so a sign-in prompt on screen stays until the page hands the terminal back.
@@ -258,6 +261,12 @@ export class TerminalTab {
         break;
       case 'replay_end':
         this.queueOutput(() => this.endReplay());
+        break;
+      case 'answering':
+        // Judged where it stands in the output: once xterm.js has parsed what came before.
+        this.queueOutput(() => this.term.write('', () => {
+          this.answering = Boolean(event.answering);
+        }));
         break;
       default:
         break;
@@ -388,14 +397,6 @@ export class TerminalTab {
   // says "sixel"), so programs that ask before drawing (chafa, notcurses, lsix) draw images.
   loadImageAddon() {
     this.term.loadAddon(new ImageAddon({ sixelSupport: true, iipSupport: true }));
-  }
-
-  // OSC 52: programs (vim, tmux, agent TUIs) may put text on the clipboard. They may not read
-  // it: a read would send the person's clipboard to whatever runs in the shell, so that
-  // request is swallowed here, before the addon sees it (the handler registered last runs first).
-  loadClipboardAddon() {
-    this.term.loadAddon(new ClipboardAddon());
-    this.term.parser.registerOscHandler(52, (data) => data.split(';')[1] === '?');
   }
 
   applySettings(settings, gpu) {

@@ -49,7 +49,7 @@ function introduction(term, { workspaceHost, tokenPageUrl, reason }) {
     );
   }
   if (tokenPageUrl) lines.push(`Create one here: ${CYAN}${tokenPageUrl}${RESET}`);
-  lines.push(`${DIM}Paste it and press Enter. Ctrl+C skips this for now.${RESET}`, '');
+  lines.push(`${DIM}Paste it (Ctrl+V or Ctrl+Shift+V) and press Enter. Ctrl+C skips this for now.${RESET}`, '');
   return freshLine(term) + lines.map((line) => wrapText(line, term.cols)).join('\r\n');
 }
 

@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiofiles
 import aiohttp
@@ -104,7 +105,7 @@ async def _fetch_text(http: aiohttp.ClientSession, url: str) -> str:
             _check_status(response, url)
             body = await response.content.read(MAX_SUMS_BYTES + 1)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise InstallError(f"cannot download {url}: {str(e) or type(e).__name__}") from None
+        raise InstallError(_download_failure(url, e)) from None
     if len(body) > MAX_SUMS_BYTES:
         raise InstallError(f"{url} is not a checksum list (too big)")
     return body.decode("utf-8", "replace")
@@ -120,8 +121,20 @@ async def _download(http: aiohttp.ClientSession, url: str, out) -> str:
                 digest.update(chunk)
                 await out.write(chunk)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise InstallError(f"cannot download {url}: {str(e) or type(e).__name__}") from None
+        raise InstallError(_download_failure(url, e)) from None
     return digest.hexdigest()
+
+
+def _download_failure(url: str, error: BaseException) -> str:
+    """What went wrong, in words: the host, and whether it was not reached, too slow or cut off."""
+    host = urlsplit(url).hostname or url
+    if isinstance(error, aiohttp.ClientConnectorError):
+        why = f"{host} could not be reached (no network, a firewall, or no DNS for it)"
+    elif isinstance(error, asyncio.TimeoutError):
+        why = f"{host} did not answer in time"
+    else:
+        why = f"the connection to {host} failed ({type(error).__name__})"
+    return f"cannot download the Databricks CLI: {why}; nothing was installed"
 
 
 def _check_status(response: aiohttp.ClientResponse, url: str) -> None:

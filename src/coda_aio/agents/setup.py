@@ -52,6 +52,8 @@ class Step:
     check: list[str] | None = None
     # Work done in-process instead of ``command``; raises StepFailed (or OSError) on failure.
     action: Callable[[], Awaitable[None]] | None = None
+    # What the person can do when the step fails, in words (shown beside the error).
+    advice: str | None = None
 
 
 @dataclass
@@ -68,6 +70,7 @@ class SetupRunner:
         self._env = without_secrets(os.environ if env is None else env)
         self._states = {step.id: _StepState() for step in self._steps}
         self._task: asyncio.Task | None = None
+        self._retries: set[asyncio.Task] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
 
     def start(self) -> None:
@@ -77,17 +80,40 @@ class SetupRunner:
         self._task = asyncio.get_running_loop().create_task(self._run_all(), name="setup-steps")
 
     async def wait(self) -> None:
+        """Until every step has finished, retries included."""
         if self._task is not None:
             await asyncio.shield(self._task)
+        while self._retries:
+            await asyncio.shield(asyncio.gather(*self._retries, return_exceptions=True))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        for task in list(self._retries):
+            await cancel_and_wait(task)
         for process in list(self._processes):
             await _end_process_group(process)
 
+    def retry(self, step_id: str) -> None:
+        """Run a failed step again, in the background.
+
+        Raises KeyError for an unknown step and ValueError (its message says why) for one
+        that has not failed: a step that runs, or is done, is left alone.
+        """
+        step = next((s for s in self._steps if s.id == step_id), None)
+        if step is None:
+            raise KeyError(step_id)
+        state = self._states[step_id]
+        if self._task is None or state.status != "failed":
+            raise ValueError(f"{step.label} has not failed (it is {state.status}); only a failed step is retried")
+        state.status, state.error = "pending", None
+        task = asyncio.get_running_loop().create_task(self._run_step(step), name=f"setup-retry-{step_id}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
     def status(self) -> dict:
         steps = [
-            {"id": s.id, "label": s.label, "status": self._states[s.id].status, "error": self._states[s.id].error}
+            {"id": s.id, "label": s.label, "status": self._states[s.id].status, "error": self._states[s.id].error,
+             "advice": s.advice if self._states[s.id].status == "failed" else None}
             for s in self._steps
         ]
         return {"status": self._overall(), "steps": steps}
@@ -276,6 +302,8 @@ def agent_install_steps(settings: Settings) -> list[Step]:
             ),
             timeout=NPM_INSTALL_TIMEOUT,
             check=installed_check(prefix / "bin" / binary, binary, version),
+            advice=(f"npm could not install {package}. Check that this machine reaches the npm registry "
+                    "(or point npm at a mirror: npm config set registry URL), then retry."),
         ))
     return npm_steps + [databricks_cli_step(settings)]
 
@@ -300,4 +328,6 @@ def databricks_cli_step(settings: Settings) -> Step:
         action=install,
         timeout=DATABRICKS_CLI_TIMEOUT + 30,
         check=check,
+        advice=("Set CODA_DATABRICKS_CLI_BASE_URL to a mirror of the CLI's GitHub releases (and restart), "
+                "or retry if the network was down for a moment."),
     )

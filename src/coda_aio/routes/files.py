@@ -1,7 +1,9 @@
 """The two file routes (the ``coda-download`` command they pair with: ``file_transfer.command``).
 
 ``POST /api/uploads?name=NAME`` (body: the file's bytes) saves into ``~/uploads``;
-``GET /api/downloads/{id}`` serves, once, the file a terminal offered with ``coda-download``.
+``GET /api/downloads/{id}`` serves, once, the file a terminal offered with ``coda-download``;
+``GET /api/file-transfer`` tells the page the upload limit and the download sequence's number,
+so neither is written down twice.
 Both sit behind the app's middlewares like every route (web key and Host in local mode, the
 owner in App mode, the Origin check); there is no route that takes a path.
 """
@@ -38,6 +40,13 @@ def uploads_dir(settings: Settings) -> Path:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/uploads", upload)
     app.router.add_get("/api/downloads/{id}", download)
+    app.router.add_get("/api/file-transfer", file_transfer_config)
+
+
+async def file_transfer_config(request: web.Request) -> web.Response:
+    """What the page needs to know to send and receive files: it checks the size before a
+    long upload (the server's check is the one that counts) and watches output for the OSC."""
+    return web.json_response({"max_upload_bytes": MAX_UPLOAD_BYTES, "download_osc": download_spool.DOWNLOAD_OSC})
 
 
 async def file_transfer_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -165,12 +165,19 @@ async def attach_socket(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         return json_error(400, "this endpoint expects a WebSocket upgrade")
+    # A client on a slow link asks for a shorter replay (?replay=BYTES) so that it attaches soon.
+    raw_replay = request.query.get("replay")
+    replay_bytes = None
+    if raw_replay is not None:
+        if not raw_replay.isdigit():
+            return json_error(400, f"replay must be a number of bytes (0 or more), got {raw_replay!r}")
+        replay_bytes = int(raw_replay)
     await ws.prepare(request)
 
     client = SocketClient(ws, request)
     sockets = request.app[_OPEN_SOCKETS]
     try:
-        detach = session.attach(client)
+        detach = session.attach(client, replay_bytes)
     except SessionClosedError:
         await client.send_event({"type": "exit", "code": session.process["exit_code"]})
         await ws.close()

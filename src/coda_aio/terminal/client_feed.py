@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 HIGH_WATER = 256 * 1024
 # A client that is behind gets its queued output joined into frames of up to this size.
 MAX_FRAME = 256 * 1024
+# The replay is queued in pieces of this size, so a slow link shows progress (``sent``) while
+# it takes the scrollback, frame by frame, rather than in one send that shows none until done.
+REPLAY_PIECE = 64 * 1024
 # How long a dropped client gets for the notice that says why, and then for its close.
 FAREWELL_TIMEOUT = 2.0
 
@@ -50,6 +53,7 @@ class ClientFeed:
     ) -> None:
         self.client = client
         self.backlog = 0
+        self.sent = 0  # output bytes sent so far: what the session's stall check measures
         self.paused = False
         self._queue: deque[bytes | dict[str, Any]] = deque()
         self._on_ready = on_ready
@@ -58,8 +62,8 @@ class ClientFeed:
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        if replay:
-            self.put_output(replay)
+        for start in range(0, len(replay), REPLAY_PIECE):
+            self.put_output(replay[start : start + REPLAY_PIECE])
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._run(), name=name)
 
     @property
@@ -149,6 +153,7 @@ class ClientFeed:
                 await self.client.send_output(item)
                 was_keeping_up = self.keeping_up
                 self.backlog -= len(item)
+                self.sent += len(item)
                 if not was_keeping_up and self.keeping_up:
                     self._on_ready(self)
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import shlex
 import signal
 import struct
 import termios
@@ -139,4 +140,7 @@ def foreground_command(fd: int, shell_pid: int) -> str | None:
     except OSError:
         return None
     # Group leader gone (a pipeline whose first command ended): still something runs.
-    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace") or "a program"
+    if not raw.rstrip(b"\0"):
+        return "a program"
+    # Quoted for the shell, so `vim -c "set nu"` reads as one argument, not as `vim -c set nu`.
+    return shlex.join(arg.decode(errors="replace") for arg in raw.rstrip(b"\0").split(b"\0"))

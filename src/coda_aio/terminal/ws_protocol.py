@@ -1,11 +1,14 @@
 """The terminal WebSocket wire protocol: binary frames whose first byte names the type.
 
 Server to client: ``0`` raw PTY output, ``1`` a UTF-8 JSON event (``{"type": "dropped",
-"reason": ...}`` precedes the close of a client that fell too far behind: it may reattach).
+"reason": ...}`` precedes the close of a client that fell too far behind: it may reattach;
+``{"type": "answering", "answering": bool}`` tells a client, in order with the output, that it
+became or stopped being the session's answering client).
 Client to server: ``0`` input for the PTY, ``1`` a JSON resize ``{"cols","rows"}``,
 ``2`` pause output, ``3`` resume output, ``4`` the terminal's answer to a query in the output
 (passed on only from the session's answering client), ``5`` focus (the person is at this
-client now). Anything else is ignored by the receiver.
+client now). Anything else is ignored by the receiver. The attach URL may carry
+``?replay=BYTES``: at most that much scrollback is replayed (a client on a slow link).
 """
 
 from __future__ import annotations
