@@ -181,6 +181,8 @@ async def rotator_ctx(app: web.Application) -> AsyncIterator[None]:
     rotator = app[ROTATOR]
     sessions = app[SESSIONS]
     rotator.attach(app.get(WORKSPACE), sessions_active=lambda: len(sessions) > 0)
+    if app[SETTINGS].app_mode:  # a token found at boot passes the owner check a paste gets
+        rotator.refuse_user = app[OWNER].refusal_once_known
     # Rotation pauses while no terminal is open; a new one re-plans it.
     unsubscribe = sessions.subscribe(lambda count: rotator.wake())
     await rotator.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from coda_aio.routes.app_keys import OWNER, ROTATOR, SETTINGS, TOKENS
-from coda_aio.rotator import ConfigureError
+from coda_aio.credentials.paste import ConfigureError
 from coda_aio.web_json import json_error, read_json_object
 
 # The workspace page where a user creates a personal access token.
@@ -38,18 +38,8 @@ async def configure_pat(request: web.Request) -> web.Response:
     token = body.get("token")
     if not isinstance(token, str):
         return json_error(400, 'Send {"token": "<your personal access token>"}.')
-    owner = request.app[OWNER] if request.app[SETTINGS].app_mode else None
-
-    def refuse_user(user: str) -> str | None:
-        """App mode: the app acts, rotates and proxies as whoever owns the pasted token, so it
-        must be the owner's (checked before anything is changed; the token is left as it was)."""
-        if owner is None or owner.allows(user):
-            return None
-        return (f"This token belongs to {user}, not to the owner of this app: coda_aio would act as {user}. "
-                "Paste a token of your own. Nothing was changed, and that token was left as it was.")
-
     try:
-        result = await request.app[ROTATOR].configure(token, refuse_user)
+        result = await request.app[ROTATOR].configure(token, request.app[OWNER].refusal)
     except ConfigureError as e:
         return json_error(e.status, e.message)
     return web.json_response(
