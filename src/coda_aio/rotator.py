@@ -98,7 +98,7 @@ class Rotator:
         self.last_error: str | None = None
         # Issue 13: set by the app when a secret scope is configured. Puts the token persisted
         # there into the profile (True) when the profile has none that works; see _boot.
-        self.restore_profile: Callable[[], Awaitable[bool]] | None = None
+        self.restore_profile: Callable[..., Awaitable[str]] | None = None
         # Issue 20: set by the app in App mode. Why a user's token may not be used here
         # (anyone but the owner), or None; a saved token gets the same check a paste gets.
         self.refuse_user: Callable[[str], Awaitable[str | None]] | None = None
@@ -415,8 +415,12 @@ class Rotator:
         outcome = await self._warm_start()
         if outcome == "none" and self.restore_profile is not None and not self._restore_tried:
             # Issue 13 hook: a redeploy left the profile empty; the secret scope may hold the token.
+            restored = await self.restore_profile(self.refuse_user)
+            if restored == "unreachable":  # tried again, as long as it takes, like the warm start
+                self._failed("Could not read the token saved in the secret scope yet.")
+                return
             self._restore_tried = True
-            if await self.restore_profile():
+            if restored == "restored":
                 outcome = await self._warm_start()
         if outcome == "unreachable":
             return  # _warm_start planned the retry
