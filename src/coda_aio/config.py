@@ -95,6 +95,9 @@ class Settings:
     client_id: str | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
     auth_mode: str = "pat"
+    # Issue 21: model calls may run as the app's service principal when no fresh sign-in of
+    # the user is at hand (opt-in: those calls are then the app's, not the user's).
+    app_identity_for_models: bool = False
     gateway_host: str | None = None
     rotation_interval: float = 600.0
     token_lifetime: int = 900
@@ -201,6 +204,7 @@ class Settings:
             client_id=env.get("DATABRICKS_CLIENT_ID") or None,
             client_secret=env.get("DATABRICKS_CLIENT_SECRET") or None,
             auth_mode=auth_mode,
+            app_identity_for_models=_flag(env, "CODA_APP_IDENTITY_FOR_MODELS", False),
             gateway_host=normalize_host(env.get("DATABRICKS_GATEWAY_HOST")),
             rotation_interval=_float(env, "CODA_ROTATION_INTERVAL_SECONDS", 600.0, minimum=1.0),
             token_lifetime=_int(env, "CODA_TOKEN_LIFETIME_SECONDS", 900, minimum=1),

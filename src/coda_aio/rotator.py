@@ -96,6 +96,8 @@ class Rotator:
         self._pastes: dict[str, asyncio.Task] = {}
         self._last_paste: tuple[str, int, ConfigureResult] | None = None
         self.last_error: str | None = None
+        # Issue 21: a paste was refused because the workspace has PATs off; the page stops asking.
+        self.pats_disabled = False
         # Issue 13: set by the app when a secret scope is configured. Puts the token persisted
         # there into the profile (True) when the profile has none that works; see _boot.
         self.restore_profile: Callable[..., Awaitable[str]] | None = None
@@ -512,7 +514,11 @@ class Rotator:
             self._pastes[key] = task
             task.add_done_callback(lambda _: self._pastes.pop(key, None))
         # Shielded: a browser that gives up does not cancel an exchange half-way.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except ConfigureError as e:
+            self.pats_disabled = self.pats_disabled or e.pats_disabled
+            raise
 
     async def _configure(self, pasted: str, key: str, refuse_user: Callable[[str], str | None] | None) -> ConfigureResult:
         ws = self._workspace

@@ -21,13 +21,16 @@ PAT_PREFIX = "dapi"
 MAX_PASTED_TOKEN_LENGTH = 4096
 
 PastedFate = Literal["revoked", "kept", "coda"]
+PATS_DISABLED_MESSAGE = ("Personal access tokens are disabled in this workspace, so coda_aio cannot use one. "
+                         "Use your Databricks sign-in instead: see docs/deploy.md, \"User authorization\".")
 
 
 class ConfigureError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, pats_disabled: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.pats_disabled = pats_disabled  # pasting again cannot help: stop asking
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ async def owner_of(ws: Workspace, pasted: str, refuse_user: Callable[[str], str 
     try:
         user = user_name(await ws.me(pasted))
     except TokenRejected as e:
+        if pats_disabled(e):
+            raise mint_refused(e) from None
         raise ConfigureError(
             400, f"The workspace refused this token ({e.said}). Check that you copied all of it and that it has not expired."
         ) from None
@@ -65,9 +70,7 @@ def mint_refused(e: TokenRejected) -> ConfigureError:
     """The token works but may not create tokens. PATs disabled in the workspace is the usual
     reason, and pasting again cannot help then: say so (issue 21)."""
     if pats_disabled(e):
-        return ConfigureError(403, "Personal access tokens are disabled in this workspace, so coda_aio cannot use "
-                                   "a pasted one. Use your Databricks sign-in instead (see docs/deploy.md, "
-                                   "\"User authorization\").")
+        return ConfigureError(403, PATS_DISABLED_MESSAGE, pats_disabled=True)
     return ConfigureError(400, f"The token is valid, but the workspace does not let it create tokens ({e}).")
 
 

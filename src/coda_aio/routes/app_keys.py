@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from coda_aio.credentials.workspace import Workspace
     from coda_aio.persistence.project_sync.syncer import ProjectSync
     from coda_aio.persistence.secret_scope import TokenPersistence
+    from coda_aio.credentials.sources import TokenSources
+    from coda_aio.credentials.user_token import UserToken
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
@@ -36,3 +38,6 @@ WEB_ACCESS: web.AppKey[WebAccess] = web.AppKey("web_access")
 # Issue 13: what survives a restart (see restart_persistence).
 TOKEN_PERSISTENCE: web.AppKey[TokenPersistence] = web.AppKey("token_persistence")
 PROJECT_SYNC: web.AppKey[ProjectSync] = web.AppKey("project_sync")
+# Issue 21: the user's forwarded sign-in (memory only) and the per-request choice of token.
+USER_TOKEN: web.AppKey[UserToken] = web.AppKey("user_token")
+TOKEN_SOURCES: web.AppKey[TokenSources] = web.AppKey("token_sources")

@@ -40,6 +40,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 INVALID_TOKEN_MESSAGE = "Invalid access token."
 NO_CREDENTIAL_MESSAGE = "Credential was not sent or was of an unsupported type for this API."
+PATS_DISABLED_MESSAGE = "Personal access tokens are disabled for this workspace."
+
+# Issue 21: the API scope an OAuth token needs, by path prefix (first match). A token with
+# "all-apis" (the service principal's, a U2M sign-in's) passes them all; a user-authorization
+# token forwarded by the Apps proxy carries only what the app was granted.
+API_SCOPES = (
+    ("/api/2.0/preview/scim/v2/Me", "iam.current-user:read"),
+    ("/serving-endpoints", "serving.serving-endpoints"),
+    ("/ai-gateway", "serving.serving-endpoints"),
+    ("/api/2.0/sql", "sql"),
+    ("/api/2.0/fs", "files.files"),
+)
+ALL_APIS = "all-apis"
 # The pattern `blob` streams, so a test can rebuild the expected bytes from the size alone.
 BLOB_PATTERN = bytes(range(256))
 
@@ -98,6 +111,7 @@ class IssuedToken:
     comment: str = ""
     kind: Literal["pat", "oauth"] = "pat"
     revoked: bool = False
+    scopes: frozenset[str] = frozenset({ALL_APIS})  # OAuth only: what the token may call
 
     def live(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)
@@ -187,6 +201,9 @@ class FakeWorkspace:
         self.sse_events = sse_events  # content pieces per streamed reply
         self.sse_delay = sse_delay  # seconds before each piece
         self.workspace_id = workspace_id
+        # The admin switch "Personal access tokens: off": token/create is refused and a
+        # personal access token no longer authenticates (OAuth tokens still do).
+        self.pats_disabled = False
 
         self._principals: dict[str, Principal] = {}  # by user_name
         self._tokens: dict[str, IssuedToken] = {}  # by value
@@ -239,6 +256,15 @@ class FakeWorkspace:
         if user_name not in self._principals:
             raise KeyError(f"no such user {user_name!r}: call add_user first")
         return self._issue(user_name, lifetime_seconds, comment).value
+
+    def issue_user_oauth(self, user_name: str, scopes: list[str] | tuple[str, ...], lifetime_seconds: float = 3600
+                         ) -> str:
+        """An OAuth access token of ``user_name`` as the Apps proxy forwards one: a JWT with the
+        granted scopes and an ``exp``, no refresh token (issue 21)."""
+        if user_name not in self._principals:
+            raise KeyError(f"no such user {user_name!r}: call add_user first")
+        token = self._issue(user_name, lifetime_seconds, "", kind="oauth", scopes=frozenset(scopes))
+        return token.value
 
     def revoke(self, token_value: str) -> None:
         """Revoke a token behind coda_aio's back, as a user would in the workspace's UI."""
@@ -395,6 +421,12 @@ class FakeWorkspace:
         token = self._tokens.get(value.strip())
         if token is None or not token.live(self.clock()):
             raise ApiError(403, 403, INVALID_TOKEN_MESSAGE, {"X-Databricks-Reason-Phrase": INVALID_TOKEN_MESSAGE})
+        if token.kind == "pat" and self.pats_disabled:
+            raise ApiError(403, "PERMISSION_DENIED", PATS_DISABLED_MESSAGE)
+        needed = next((scope for prefix, scope in API_SCOPES if request.path.startswith(prefix)), ALL_APIS)
+        if ALL_APIS not in token.scopes and needed not in token.scopes:
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"Provided OAuth token does not have required scopes: {needed}")
         return self._principals[token.owner], token.value
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
@@ -410,14 +442,15 @@ class FakeWorkspace:
         return body
 
     def _issue(self, owner: str, lifetime_seconds: float | None, comment: str,
-               kind: Literal["pat", "oauth"] = "pat") -> IssuedToken:
+               kind: Literal["pat", "oauth"] = "pat", scopes: frozenset[str] = frozenset({ALL_APIS})) -> IssuedToken:
         now = self.clock()
+        expires = None if lifetime_seconds is None or lifetime_seconds <= 0 else now + lifetime_seconds
         if kind == "pat":
             value = "dapi" + secrets.token_hex(16)
         else:
-            value = secrets.token_urlsafe(48)
-        expires = None if lifetime_seconds is None or lifetime_seconds <= 0 else now + lifetime_seconds
-        token = IssuedToken(value, secrets.token_hex(32), owner, now, expires, comment, kind)
+            value = _jwt({"sub": owner, "scope": " ".join(sorted(scopes)), "iat": int(now),
+                          "exp": int(expires if expires is not None else now + 3600), "jti": secrets.token_hex(8)})
+        token = IssuedToken(value, secrets.token_hex(32), owner, now, expires, comment, kind, scopes=scopes)
         self._tokens[value] = token
         return token
 
@@ -490,6 +523,8 @@ class FakeWorkspace:
 
     async def _token_create(self, request: web.Request) -> web.Response:
         principal, _ = self._authenticate(request)
+        if self.pats_disabled:  # as a workspace answers, whoever asks
+            raise ApiError(403, "PERMISSION_DENIED", PATS_DISABLED_MESSAGE)
         body = await self._json_body(request)
         lifetime = body.get("lifetime_seconds")
         if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, (int, float))):
@@ -698,6 +733,15 @@ class FakeWorkspace:
             sent += len(piece)
         await response.write_eof()
         return response
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """An unsigned-looking JWT (header.payload.signature, base64url): what a workspace's OAuth
+    access tokens look like to a client, which reads ``exp`` but cannot check the signature."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = part(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": "fake"}).encode())
+    return f"{header}.{part(json.dumps(claims).encode())}.{part(secrets.token_bytes(32))}"
 
 
 def reply_text(model: str) -> str:
