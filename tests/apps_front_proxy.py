@@ -21,7 +21,7 @@ from coda_aio.testing.fake_workspace import FakeWorkspace
 # What an app with user authorization typically asks for (docs/deploy.md).
 USER_SCOPES = ("serving.serving-endpoints", "iam.current-user:read", "sql", "files.files")
 FORWARDED = ("x-forwarded-email", "x-forwarded-access-token", "x-forwarded-user", "x-forwarded-preferred-username")
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length",
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length",
               "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"}
 
 
@@ -41,6 +41,7 @@ class AppsFrontProxy:
     def _headers(self, request: web.Request) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARDED}
+        # The Host is passed on as the browser sent it (the app's same-origin check compares it).
         headers["X-Forwarded-Email"] = self.email
         if self.user_authorization:
             token = self.fake.issue_user_oauth(self.email, self.scopes, self.lifetime)
@@ -58,7 +59,7 @@ class AppsFrontProxy:
                                          allow_redirects=False) as upstream:
             body = await upstream.read()
             out = {k: v for k, v in upstream.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"}
+                   if k.lower() not in HOP_BY_HOP}
             return web.Response(status=upstream.status, headers=out, body=body)
 
     async def _websocket(self, request: web.Request, url: str, headers: dict[str, str]) -> web.StreamResponse:
