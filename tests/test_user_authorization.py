@@ -97,7 +97,10 @@ async def test_pats_disabled_a_new_user_runs_every_agent_and_the_sdk_with_nothin
         assert all(r.user == OWNER_EMAIL and r.token in front.issued for r in served)
         body = await (await http.get(front.url + "/health")).json()
         assert body["token"]["source"] == "user" and body["token"]["sign_in"]["fresh"]
-        # The user's token is nowhere under HOME (profile, ~/.coda, agent configs) nor in the logs.
+        # The user's token is nowhere under HOME (profile, ~/.coda, agent configs), in the
+        # terminal's environment, nor in the logs.
+        env = await run_command(http, front.url, sid, "env", timeout=30)
+        assert "DATABRICKS_" in env and not [t for t in front.issued if t in env]
         assert files_containing(home, front.issued) == []
         logged = caplog.text
         assert not [t for t in front.issued if t in logged]
