@@ -35,6 +35,7 @@ from coda_aio.access.origin import same_origin_only
 from coda_aio.access.forwarded_token import forwarded_token_middleware
 from coda_aio.access.owner import IDENTITY_HEADER, OwnerCheck, owner_middleware
 from coda_aio.credentials.app_identity import AppIdentity
+from coda_aio.credentials.local_sign_in import LocalSignIn
 from coda_aio.credentials.sign_in_profile import point_profile_at_proxy
 from coda_aio.credentials.sources import TokenSources
 from coda_aio.credentials.user_token import UserToken
@@ -191,6 +192,14 @@ async def agent_configs_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*writing, return_exceptions=True)
 
 
+async def local_sign_in_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Locally, with CODA_LOCAL_SIGN_IN=oauth: the SDK's U2M sign-in feeds the user token."""
+    local = LocalSignIn(app[SETTINGS], app[USER_TOKEN])
+    await local.start(app.get(WORKSPACE))
+    yield
+    await local.stop()
+
+
 async def sign_in_profile_ctx(app: web.Application) -> AsyncIterator[None]:
     """While the user's sign-in is the only source, the profile points at the proxy (issue 21)."""
     settings, tokens, user_token, proxy = app[SETTINGS], app[TOKENS], app[USER_TOKEN], app[PROXY]
@@ -290,6 +299,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.extend(
         [http_client_ctx, owner_ctx, sessions_ctx, proxy_ctx, agent_configs_ctx, sign_in_profile_ctx,
+         local_sign_in_ctx,
          token_persistence_ctx,  # before the rotator: gives it its boot hook
          rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -204,6 +205,11 @@ class FakeWorkspace:
         # The admin switch "Personal access tokens: off": token/create is refused and a
         # personal access token no longer authenticates (OAuth tokens still do).
         self.pats_disabled = False
+        # Issue 21, local OAuth (U2M): who is signed in to the workspace in "the browser". The
+        # authorize endpoint consents as them at once; None answers as a signed-out browser.
+        self.browser_user: str | None = None
+        self._codes: dict[str, dict[str, Any]] = {}  # authorization code -> what it was issued for
+        self._refresh: dict[str, tuple[str, frozenset[str]]] = {}  # refresh token -> (user, scopes)
 
         self._principals: dict[str, Principal] = {}  # by user_name
         self._tokens: dict[str, IssuedToken] = {}  # by value
@@ -316,6 +322,7 @@ class FakeWorkspace:
         add("GET", "/.well-known/databricks-config", self._host_metadata, name=ROUTE_HOST_METADATA)
         add("GET", "/oidc/.well-known/oauth-authorization-server", self._oidc_discovery, name=ROUTE_OIDC_DISCOVERY)
         add("POST", "/oidc/v1/token", self._oidc_token, name=ROUTE_OIDC_TOKEN)
+        add("GET", "/oidc/v1/authorize", self._oidc_authorize, name="oidc.authorize")
         add("GET", "/api/2.0/preview/scim/v2/Me", self._me, name=ROUTE_ME)
         add("POST", "/api/2.0/token/create", self._token_create, name=ROUTE_TOKEN_CREATE)
         add("POST", "/api/2.0/token/delete", self._token_delete, name=ROUTE_TOKEN_DELETE)
@@ -500,9 +507,12 @@ class FakeWorkspace:
             except (ValueError, UnicodeDecodeError):
                 pair = ":"
             client_id, _, client_secret = pair.partition(":")
-        if form.get("grant_type") != "client_credentials":
+        grant = form.get("grant_type")
+        if grant in ("authorization_code", "refresh_token"):
+            return self._user_grant(form)
+        if grant != "client_credentials":
             return web.json_response(
-                {"error": "unsupported_grant_type", "error_description": "Only client_credentials is supported here."},
+                {"error": "unsupported_grant_type", "error_description": f"Unsupported grant_type {grant!r}."},
                 status=400)
         principal = self._principals.get(str(client_id or ""))
         if (principal is None or principal.client_secret is None
@@ -516,6 +526,55 @@ class FakeWorkspace:
             "expires_in": self.oauth_token_lifetime,
             "scope": str(form.get("scope") or "all-apis"),
         })
+
+    async def _oidc_authorize(self, request: web.Request) -> web.Response:
+        """The U2M consent page, as a browser signed in as ``browser_user`` passes it: PKCE (S256)
+        required, then a redirect to a loopback ``redirect_uri`` with the code and the state."""
+        q = request.query
+        redirect = q.get("redirect_uri", "")
+        host = redirect.split("//", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if q.get("response_type") != "code" or not q.get("client_id") or host not in ("localhost", "127.0.0.1"):
+            return web.json_response({"error": "invalid_request", "error_description": "Bad authorize request."},
+                                     status=400)
+        if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            return web.json_response({"error": "invalid_request", "error_description": "PKCE (S256) is required."},
+                                     status=400)
+        if self.browser_user is None:
+            return web.Response(status=401, text="Sign in to the workspace first.")
+        code = secrets.token_urlsafe(24)
+        scopes = frozenset((q.get("scope") or ALL_APIS).split()) - {"offline_access"}
+        self._codes[code] = {"client_id": q["client_id"], "redirect_uri": redirect, "user": self.browser_user,
+                             "challenge": q["code_challenge"], "scopes": scopes or frozenset({ALL_APIS}),
+                             "offline": "offline_access" in (q.get("scope") or "")}
+        separator = "&" if "?" in redirect else "?"
+        raise web.HTTPFound(f"{redirect}{separator}code={code}&state={q.get('state', '')}")
+
+    def _user_grant(self, form) -> web.Response:
+        """authorization_code (with the PKCE verifier) and refresh_token grants of a public client."""
+        def refused(description: str) -> web.Response:
+            return web.json_response({"error": "invalid_grant", "error_description": description}, status=400)
+
+        if form.get("grant_type") == "authorization_code":
+            issued = self._codes.pop(str(form.get("code") or ""), None)
+            verifier = str(form.get("code_verifier") or "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if issued is None or issued["client_id"] != form.get("client_id") \
+                    or issued["redirect_uri"] != form.get("redirect_uri") or challenge != issued["challenge"]:
+                return refused("The authorization code or the PKCE verifier is not valid.")
+            user, scopes, offline = issued["user"], issued["scopes"], issued["offline"]
+        else:
+            held = self._refresh.pop(str(form.get("refresh_token") or ""), None)
+            if held is None:
+                return refused("The refresh token is not valid.")
+            (user, scopes), offline = held, True
+        token = self._issue(user, self.oauth_token_lifetime, "", kind="oauth", scopes=scopes)
+        body = {"access_token": token.value, "token_type": "Bearer", "expires_in": self.oauth_token_lifetime,
+                "scope": " ".join(sorted(scopes))}
+        if offline:  # a new refresh token each time; the old one is spent
+            refresh = secrets.token_urlsafe(32)
+            self._refresh[refresh] = (user, scopes)
+            body["refresh_token"] = refresh
+        return web.json_response(body)
 
     async def _me(self, request: web.Request) -> web.Response:
         principal, _ = self._authenticate(request)
