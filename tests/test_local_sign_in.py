@@ -25,6 +25,7 @@ async def test_local_oauth_sign_in_where_pats_are_off(make_settings, fake, serve
     await eventually(lambda: app[USER_TOKEN].token is not None, timeout=60)
     token = app[USER_TOKEN].token
     assert app[USER_TOKEN].user == USER and not token.startswith("dapi")
+    assert fake.calls["oidc.authorize"] == 1 and fake.live_tokens(USER) == []  # a consent, no PAT
     async with http.get(f"{url}/api/pat-status") as r:
         status = await r.json()
     assert status["sign_in"]["fresh"] and not status["valid"]
@@ -41,3 +42,18 @@ async def test_local_oauth_sign_in_where_pats_are_off(make_settings, fake, serve
     for path in [home / ".databrickscfg", *(home / ".coda").rglob("*")]:
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+
+
+async def test_local_sign_in_refreshes_by_itself(make_settings, fake, serve, monkeypatch):
+    fake.pats_disabled = True
+    fake.browser_user = USER
+    fake.oauth_token_lifetime = 45  # each access token is fresh for coda for 15 s only
+    background = CURL + ' "$0" &'
+    monkeypatch.setenv("BROWSER", f"sh -c {shlex.quote(background)} %s")
+    url, app = await serve(make_settings(host=fake.url, local_sign_in="oauth"))
+    await eventually(lambda: app[USER_TOKEN].token is not None, timeout=60)
+    first = app[USER_TOKEN].token
+    assert fake.calls["oidc.authorize"] == 1
+    # The SDK refreshes with its refresh token (no second consent) before coda's copy goes stale.
+    await eventually(lambda: app[USER_TOKEN].token not in (None, first), timeout=90)
+    assert fake.calls["oidc.authorize"] == 1 and fake.is_live(app[USER_TOKEN].token)

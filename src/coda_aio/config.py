@@ -228,6 +228,8 @@ class Settings:
                 "CODA_TOKEN_LIFETIME_SECONDS must be longer than CODA_ROTATION_INTERVAL_SECONDS, "
                 "or tokens would expire before they are rotated"
             )
+        if settings.local_sign_in not in (None, "oauth"):
+            raise ConfigError(f"CODA_LOCAL_SIGN_IN must be oauth or unset, got {settings.local_sign_in!r}")
         if auth_mode == "service-principal" and not (settings.client_id and settings.client_secret):
             raise ConfigError(
                 "CODA_AUTH_MODE=service-principal needs DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
