@@ -191,3 +191,13 @@ async def test_a_non_owners_forwarded_token_is_never_taken(app_settings, app_fak
     async with http.post(f"{proxy.url}/serving-endpoints/chat/completions",
                          headers={"Authorization": f"Bearer {proxy.key}"}, json={}) as r:
         assert r.status == 401 and (await r.json())["error"] == NO_TOKEN_MESSAGE
+
+
+async def test_locally_a_forwarded_token_header_is_ignored(make_settings, fake, serve, http):
+    """Only the Apps front proxy can set the header; locally anyone could, so it means nothing."""
+    url, app = await serve(make_settings(host=fake.url))
+    forged = fake.issue_user_oauth("ada@example.com", ["serving.serving-endpoints"])
+    async with http.get(f"{url}/api/pat-status", headers={"X-Forwarded-Access-Token": forged,
+                                                          "X-Forwarded-Email": "ada@example.com"}) as r:
+        assert r.status == 200 and not (await r.json())["sign_in"]["fresh"]
+    assert app[USER_TOKEN].token is None
