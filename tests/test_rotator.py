@@ -310,9 +310,9 @@ async def test_an_exception_at_boot_is_logged_and_retried(harness, fake, monkeyp
     async with harness(rotation_interval=30, token_lifetime=60) as h:
         await h.rotator.configure(fake.issue_pat(USER))
         saved = h.tokens.token
-    import coda_aio.rotator as rotator_module
+    import coda_aio.credentials.warm_start as warm_start_module
 
-    real, calls = rotator_module.read_profile, []
+    real, calls = warm_start_module.read_profile, []
 
     def broken_once(*args):
         calls.append(args)
@@ -320,7 +320,7 @@ async def test_an_exception_at_boot_is_logged_and_retried(harness, fake, monkeyp
             raise RuntimeError("boom")
         return real(*args)
 
-    monkeypatch.setattr(rotator_module, "read_profile", broken_once)
+    monkeypatch.setattr(warm_start_module, "read_profile", broken_once)
     async with harness(rotation_interval=30, token_lifetime=60) as h2:
         await eventually(lambda: h2.tokens.state == "valid", timeout=10)
         assert h2.tokens.token == saved
@@ -383,7 +383,7 @@ async def test_after_a_restart_another_users_token_is_kept_on_record_not_counted
     async with harness(rotation_interval=30, token_lifetime=60) as h2:
         h2.sessions_open = False
         await eventually(lambda: h2.tokens.info.user == "bob@example.com")
-        await eventually(lambda: not h2.rotator._revoking)  # noqa: SLF001 - the boot's revocations are done
+        await eventually(lambda: not h2.rotator._revocations._revoking)  # noqa: SLF001 - the boot's revocations are done
         assert fake.is_live(ada)  # bob's token cannot revoke it: a 404 from him proves nothing
         assert fake.token_id_of(ada) in state_ids(home)
         # When ada pastes again, her own token revokes it.

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from coda_aio.routes.app_keys import OWNER, ROTATOR, TOKEN_PERSISTENCE, TOKENS
+from coda_aio.routes.app_keys import OWNER, ROTATOR, SETTINGS, TOKEN_PERSISTENCE, TOKENS
 from conftest import USER, eventually, serving
 from terminal_client import open_terminal, run_command
 
@@ -36,7 +36,7 @@ def app_fake(fake):
 def app_settings(make_settings, app_fake):
     def make(**changes):
         return make_settings(host=app_fake.url, app_name="coda", client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                             profile="DEFAULT", secret_scope=SCOPE, sync_projects=False, **(FAST | changes))
+                             profile="DEFAULT", sync_projects=False, **({"secret_scope": SCOPE} | FAST | changes))
 
     return make
 
@@ -200,3 +200,54 @@ async def test_a_user_without_write_on_the_scope_is_told_what_to_grant(app_setti
         await eventually(lambda: app[TOKEN_PERSISTENCE].last_error is not None, timeout=10)
         assert "WRITE" in app[TOKEN_PERSISTENCE].last_error and "put-acl" in app[TOKEN_PERSISTENCE].last_error
         assert (await pat_status(http, url))["valid"]
+
+
+# --- issue 20 §5: the boot read outlasts an outage; a foreign token is never used --------
+
+
+async def test_the_boot_read_of_the_scope_outlasts_a_long_outage(app_settings, app_fake, http, tmp_path):
+    async with serving(app_settings()) as (url, app):
+        await wait_for_owner(app)
+        await paste(http, url, app_fake.issue_pat(OWNER_EMAIL))
+        await eventually(lambda: app_fake.secrets.value(SCOPE, KEY) == app[TOKENS].token.encode(), timeout=10)
+    # The secrets API fails many more times than the boot used to try (4): still no paste needed.
+    app_fake.fail("/api/2.0/secrets/get", 500, times=9)
+    second_home = tmp_path / "redeployed"
+    second_home.mkdir()
+    async with serving(app_settings(home=second_home)) as (url, app):
+        await eventually(lambda: app[TOKENS].state == "valid", timeout=60)
+        assert app[TOKENS].info.user == OWNER_EMAIL
+        assert not [f for f in app_fake._faults if f.target == "/api/2.0/secrets/get"]  # noqa: SLF001 - all 9 used
+
+
+async def test_a_foreign_token_in_the_scope_is_refused_and_left_as_it_was(app_settings, app_fake, http, tmp_path,
+                                                                        caplog):
+    app_fake.add_user("mallory@example.com")
+    foreign = app_fake.issue_pat("mallory@example.com")
+    app_fake.secrets.scopes[SCOPE].secrets[KEY] = (foreign.encode(), 0)  # as mallory could have put it
+    async with serving(app_settings()) as (url, app):
+        await wait_for_owner(app)
+        await eventually(lambda: "not the app owner's" in (app[TOKEN_PERSISTENCE].last_error or ""), timeout=20)
+        assert app[TOKENS].state == "missing"
+        cfg = app[SETTINGS].databrickscfg_path
+        assert not cfg.exists() or foreign not in cfg.read_text()
+        assert app_fake.secrets.value(SCOPE, KEY) == foreign.encode() and app_fake.is_live(foreign)
+    assert "not the app owner's" in caplog.text or "someone other than the app's owner" in caplog.text
+
+
+async def test_a_foreign_token_in_the_profile_is_refused_and_left_as_it_was(app_settings, app_fake, http, caplog):
+    app_fake.add_user("mallory@example.com")
+    foreign = app_fake.issue_pat("mallory@example.com")
+    settings = app_settings(secret_scope=None)
+    cfg = settings.databrickscfg_path
+    cfg.write_text(f"[DEFAULT]\nhost = {app_fake.url}\ntoken = {foreign}\n")
+    before = cfg.read_bytes()
+    async with serving(settings) as (url, app):
+        await wait_for_owner(app)
+        status = await pat_status(http, url)
+        await eventually(lambda: "mallory@example.com" in (app[ROTATOR].last_error or ""), timeout=20)
+        assert app[TOKENS].state == "missing" and not status["valid"]
+    assert cfg.read_bytes() == before and app_fake.is_live(foreign)
+    assert app_fake.live_tokens("mallory@example.com") == [t for t in app_fake.live_tokens("mallory@example.com")
+                                                          if t["comment"] != "coda_aio rotating token"]
+    assert "someone other than the app's owner" in caplog.text

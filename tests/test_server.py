@@ -30,6 +30,9 @@ async def test_health_without_workspace(make_settings, serve, http):
             "configured": False, "valid": False, "user": None, "workspace_host": None,
             "token_page_url": None, "last_error": None,
             "check": {"result": "none", "message": None}, "checking_saved_token": False,
+            # Issue 21: no sign-in forwarded (local mode), no source used yet.
+            "sign_in": {"user": None, "expires_in": None, "fresh": False, "refresh_seconds": 60.0},
+            "source": None, "pats_disabled": False, "user_authorization_docs": 'docs/deploy.md, "User authorization"',
         }
     async with http.post(f"{url}/api/configure-pat", json={"token": "dapi123"}) as r:
         assert r.status == 400 and "DATABRICKS_HOST" in (await r.json())["error"]

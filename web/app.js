@@ -478,8 +478,9 @@ class App {
 
   // While the saved token waits for the workspace nothing needs pasting yet.
   needsToken() {
+    // Nor while the user's own sign-in works, nor where PATs are off (pasting cannot help).
     return Boolean(this.patStatus && this.patStatus.workspace_host && !this.patStatus.valid
-      && !this.patStatus.checking_saved_token);
+      && !this.patStatus.checking_saved_token && !this.patStatus.sign_in?.fresh && !this.patStatus.pats_disabled);
   }
 
   async refreshAccount() {
@@ -515,6 +516,7 @@ class App {
     const result = await promptForToken(tab, {
       workspaceHost: this.patStatus.workspace_host,
       tokenPageUrl: this.patStatus.token_page_url,
+      userAuthorizationDocs: this.patStatus.user_authorization_docs,
       reason,
     });
     this.prompting = false;

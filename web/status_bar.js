@@ -71,6 +71,20 @@ export class StatusBar {
     } else if (patStatus.valid && tokenState !== 'invalid') {
       this.account.textContent = patStatus.user ? `Signed in as ${patStatus.user}` : 'Signed in';
       this.account.dataset.kind = 'good';
+    } else if (patStatus.sign_in && patStatus.sign_in.fresh) {
+      // Issue 21: no PAT, and none needed: the Apps proxy forwards the user's own sign-in.
+      this.account.textContent = `Signed in as ${patStatus.sign_in.user} (your Databricks sign-in)`;
+      this.account.title = 'coda uses your Databricks sign-in, kept fresh while this page is open. ' +
+        'Jobs, clusters and bundles need a personal access token (Sign in).';
+      this.account.dataset.kind = 'good';
+    } else if (health && health.token && health.token.source === 'app') {
+      this.account.textContent = "Model calls run as this app's identity";
+      this.account.title = 'Your sign-in has expired here (this page was closed): reload the page to use it again.';
+      this.account.dataset.kind = 'warn';
+    } else if (patStatus.pats_disabled) {
+      this.account.textContent = 'Personal access tokens are disabled in this workspace';
+      this.account.title = `Use your Databricks sign-in instead: see ${patStatus.user_authorization_docs}.`;
+      this.account.dataset.kind = 'warn';
     } else if (patStatus.checking_saved_token) {
       // After a restart the saved token waits for the workspace: no paste is needed (yet).
       this.account.textContent = 'Checking the saved token…';

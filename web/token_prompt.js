@@ -37,7 +37,7 @@ async function setupSummary(width) {
 const BRACKETED_PASTE = /\x1b\[20[01]~/g;
 const ESCAPE_SEQUENCE = /\x1b(?:\[[0-9;?]*[ -/]*[@-~]|O.|.)?/g;
 
-function introduction(term, { workspaceHost, tokenPageUrl, reason }) {
+function introduction(term, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason }) {
   const lines = [];
   if (reason) lines.push(`${YELLOW}${BOLD}${reason}.${RESET} Paste a new token to continue.`);
   lines.push(`${BOLD}Sign in to ${workspaceHost}${RESET}`);
@@ -49,12 +49,17 @@ function introduction(term, { workspaceHost, tokenPageUrl, reason }) {
     );
   }
   if (tokenPageUrl) lines.push(`Create one here: ${CYAN}${tokenPageUrl}${RESET}`);
+  if (!reason && userAuthorizationDocs) {
+    // Issue 21: the other way, for workspaces where personal access tokens are off.
+    lines.push(`Or, with no token: give this app user authorization (the scopes in ${userAuthorizationDocs}) ` +
+      'and reload this page; coda then uses your own Databricks sign-in.');
+  }
   lines.push(`${DIM}Paste it (Ctrl+V or Ctrl+Shift+V) and press Enter. Ctrl+C skips this for now.${RESET}`, '');
   return freshLine(term) + lines.map((line) => wrapText(line, term.cols)).join('\r\n');
 }
 
 // Shows the prompt in `tab` and resolves with the sign-in result, or null when skipped.
-export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
+export function promptForToken(tab, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason }) {
   const term = tab.term;
   const say = (text) => wrapText(text, term.cols);
   // The shell's prompt line as it was, put back below the sign-in text when it is done, so
@@ -120,7 +125,7 @@ export function promptForToken(tab, { workspaceHost, tokenPageUrl, reason }) {
       }
     };
 
-    term.write(introduction(term, { workspaceHost, tokenPageUrl, reason }) + PROMPT);
+    term.write(introduction(term, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason }) + PROMPT);
     tab.inputHandler = handle;
   });
 }

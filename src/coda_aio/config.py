@@ -95,6 +95,11 @@ class Settings:
     client_id: str | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
     auth_mode: str = "pat"
+    # Issue 21: model calls may run as the app's service principal when no fresh sign-in of
+    # the user is at hand (opt-in: those calls are then the app's, not the user's).
+    app_identity_for_models: bool = False
+    # Issue 21, local runs: "oauth" signs in with databricks-sdk's U2M flow instead of a PAT.
+    local_sign_in: str | None = None
     gateway_host: str | None = None
     rotation_interval: float = 600.0
     token_lifetime: int = 900
@@ -209,6 +214,8 @@ class Settings:
             client_id=env.get("DATABRICKS_CLIENT_ID") or None,
             client_secret=env.get("DATABRICKS_CLIENT_SECRET") or None,
             auth_mode=auth_mode,
+            app_identity_for_models=_flag(env, "CODA_APP_IDENTITY_FOR_MODELS", False),
+            local_sign_in=(env.get("CODA_LOCAL_SIGN_IN") or "").strip().lower() or None,
             gateway_host=normalize_host(env.get("DATABRICKS_GATEWAY_HOST")),
             rotation_interval=_float(env, "CODA_ROTATION_INTERVAL_SECONDS", 600.0, minimum=1.0),
             token_lifetime=_int(env, "CODA_TOKEN_LIFETIME_SECONDS", 900, minimum=1),
@@ -230,6 +237,8 @@ class Settings:
                 "CODA_TOKEN_LIFETIME_SECONDS must be longer than CODA_ROTATION_INTERVAL_SECONDS, "
                 "or tokens would expire before they are rotated"
             )
+        if settings.local_sign_in not in (None, "oauth"):
+            raise ConfigError(f"CODA_LOCAL_SIGN_IN must be oauth or unset, got {settings.local_sign_in!r}")
         if auth_mode == "service-principal" and not (settings.client_id and settings.client_secret):
             raise ConfigError(
                 "CODA_AUTH_MODE=service-principal needs DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"

@@ -38,6 +38,7 @@ from yarl import URL
 from coda_aio.host_check import host_allowed, is_loopback_host
 from coda_aio.key_file import load_or_create_key
 from coda_aio.credentials.minting_calls import minting_call
+from coda_aio.credentials.sources import NEEDS_PAT_MESSAGE, SIGN_IN_STALE_MESSAGE, TokenSources
 from coda_aio.credentials.token_store import TokenStore
 
 __all__ = ["ProxyServer", "is_loopback_host"]
@@ -84,10 +85,6 @@ NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # API call. Anything larger, or of unknown length (SSE, chunked uploads), streams.
 SMALL_BODY = 64 * 1024
 
-NO_TOKEN_MESSAGE = (
-    "No valid Databricks token: paste a new token in the coda terminal "
-    "(the web page that runs your terminals), then retry."
-)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -102,6 +99,17 @@ def _forwardable(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIM
         named = {part.strip().lower() for value in connection for part in value.split(",")}
         skip = skip | named
     return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in skip])
+
+
+async def _read_small(upstream: aiohttp.ClientResponse) -> bytes:
+    """An error answer's body, when it is small and arrives whole; else nothing."""
+    length = upstream.content_length
+    if length is None or length > SMALL_BODY:
+        return b""
+    try:
+        return await upstream.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return b""
 
 
 def _presented_keys(request: web.Request) -> list[str]:
@@ -132,11 +140,13 @@ class ProxyServer:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
+        sources: TokenSources | None = None,
     ):
         """``read_timeout`` bounds each wait for upstream bytes (first byte and between
         chunks), not the whole exchange: a long generation streams for as long as it
         keeps sending."""
-        self._tokens = tokens
+        # Which token each request carries (issue 21): the PAT only, unless told of more.
+        self._sources = sources or TokenSources(tokens)
         self._workspace_host = workspace_host.rstrip("/") if workspace_host else None
         self._gateway_host = gateway_host.rstrip("/") if gateway_host else None
         self._key_path = key_path
@@ -251,9 +261,10 @@ class ProxyServer:
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
-        token = self._tokens.token
-        if token is None:
-            return _error(401, NO_TOKEN_MESSAGE)
+        picked = await self._sources.pick(request.rel_url.path)
+        if picked.token is None:
+            return _error(401, picked.refusal or "No Databricks token.")
+        token = picked.token
         url = self._upstream_url(request)
         if url is None:
             return _error(
@@ -298,6 +309,10 @@ class ProxyServer:
 
         try:
             if upstream.status in (401, 403):
+                if picked.source != "pat":
+                    # A sign-in's scopes do not cover every API: say what would, not a bare 403.
+                    said = await _read_small(upstream)
+                    return _error(403, NEEDS_PAT_MESSAGE if b"scope" in said else SIGN_IN_STALE_MESSAGE)
                 self._notify_rejected()
             return await self._relay(request, upstream, where)
         finally:

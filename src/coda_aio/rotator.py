@@ -32,59 +32,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
-from coda_aio.credentials import service_principal
 from coda_aio.background import cancel_and_wait, sleep_until_woken, task_failure
 from coda_aio.backoff import backoff
-from coda_aio.config import Settings, normalize_host
-from coda_aio.credentials.databrickscfg import ConfigFileError, read_profile
+from coda_aio.config import Settings
+from coda_aio.credentials import paste, service_principal, warm_start
+from coda_aio.credentials.paste import ConfigureError, ConfigureResult
+from coda_aio.credentials.revocation import Revocations
 from coda_aio.credentials.rotation_state import MintedRecord, RotationState, StateFile, fingerprint
-from coda_aio.credentials.token_store import Secret, TokenInfo, TokenStore
-from coda_aio.credentials.workspace import MintedToken, TokenRejected, Workspace, WorkspaceError, user_name
+from coda_aio.credentials.token_check import CONFIRM_WAIT, Check, TokenCheck
+from coda_aio.credentials.token_store import TokenInfo, TokenStore
+from coda_aio.credentials.workspace import MintedToken, TokenRejected, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
 
 TOKEN_COMMENT = "coda_aio rotating token"
-# Databricks personal access tokens start with this; anything else (an OAuth token, say)
-# is never in the token list, so the list cannot identify it.
-PAT_PREFIX = "dapi"
-MAX_PASTED_TOKEN_LENGTH = 4096
-# How long a page load waits for that check before answering with what is known.
-CONFIRM_WAIT = 5.0
 # Backoff between retries of a failed step: doubling from BACKOFF_BASE, capped, jittered.
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 30.0
-REVOKE_ATTEMPTS = 4
 
-CheckResult = Literal["confirmed", "recent", "refused", "unreachable", "none"]
-
-
-class ConfigureError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+# Re-exported: callers know these as the rotator's.
+__all__ = ["TOKEN_COMMENT", "Check", "ConfigureError", "ConfigureResult", "RecordError", "Rotator"]
 
 
 class RecordError(Exception):
     """A minted token could not be recorded in state.json (it was revoked instead)."""
 
-
-@dataclass(frozen=True)
-class ConfigureResult:
-    user: str
-    pasted_token: Literal["revoked", "kept", "coda"]
-    message: str
-
-
-@dataclass(frozen=True)
-class Check:
-    """What asking the workspace about the current token found."""
-
-    result: CheckResult
-    message: str | None = None
 
 
 class Rotator:
@@ -99,18 +73,16 @@ class Rotator:
         self._state = RotationState()
         self._workspace: Workspace | None = None
         self._sessions_active: Callable[[], bool] = lambda: False
+        self._revocations = Revocations(tokens, save=self._save, current_refused=self.check_soon,
+                                        failed=self._note_error)
+        self._check = TokenCheck(tokens, monotonic=monotonic, on_refused=self._current_token_refused)
         # Guards the local swap of the current token (record, flush, make current), never a
         # workspace call.
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._revoking: dict[str, asyncio.Task] = {}
         # Mints in flight: each finishes and is recorded even when stop() cancels its caller.
         self._minting: set[asyncio.Task] = set()
-        # Values of the tokens this process minted, by id, so each can revoke itself (in
-        # memory only; a restart revokes with a token of the same user instead).
-        self._values: dict[str, str] = {}
-        self._kept_noted: set[str] = set()
         self._generation = 0  # bumped on every change of the current token
         self._booted = False
         self._restore_tried = False
@@ -119,26 +91,29 @@ class Rotator:
         self._due_at: float | None = None  # monotonic: the next rotation
         self._retry_at: float | None = None  # monotonic: the next try of a failed step
         self._expires_at: float | None = None  # monotonic: the current token's end of life
-        self._confirmed_at: float | None = None  # monotonic: the workspace last accepted it
-        self._confirming: asyncio.Task | None = None
         self._flush_pending = False
         self._failures = 0
         self._pastes: dict[str, asyncio.Task] = {}
         self._last_paste: tuple[str, int, ConfigureResult] | None = None
         self.last_error: str | None = None
         self._failing_since: float | None = None  # monotonic: the first of the current run of failures
+        # Issue 21: a paste was refused because the workspace has PATs off; the page stops asking.
+        self.pats_disabled = False
         # Issue 13: set by the app when a secret scope is configured. Puts the token persisted
         # there into the profile (True) when the profile has none that works; see _boot.
-        self.restore_profile: Callable[[], Awaitable[bool]] | None = None
+        self.restore_profile: Callable[..., Awaitable[str]] | None = None
+        # Issue 20: set by the app in App mode. Why a user's token may not be used here
+        # (anyone but the owner), or None; a saved token gets the same check a paste gets.
+        self.refuse_user: Callable[[str], Awaitable[str | None]] | None = None
 
     # --- wiring -----------------------------------------------------------------
 
     def attach(self, workspace: Workspace | None, sessions_active: Callable[[], bool]) -> None:
-        self._workspace = workspace
+        self._workspace = self._revocations.workspace = self._check.workspace = workspace
         self._sessions_active = sessions_active
 
     async def start(self) -> None:
-        self._state = await asyncio.to_thread(self._state_file.load)
+        self._state = self._revocations.state = await asyncio.to_thread(self._state_file.load)
         self._task = asyncio.create_task(self._run(), name="coda-rotator")
         self._task.add_done_callback(self._task_ended)
 
@@ -146,10 +121,11 @@ class Rotator:
         """Stop rotating. Mints in flight finish and are recorded (bounded by the workspace
         timeout); pending revocations are dropped, not rushed: their tokens stay recorded,
         and the next boot revokes them once it has a working token."""
-        await cancel_and_wait(self._task, self._confirming, *self._revoking.values(), *self._pastes.values())
+        await cancel_and_wait(self._task, *self._pastes.values())
+        await self._check.stop()
+        await self._revocations.stop()
         if self._minting:
             await asyncio.wait(self._minting, timeout=self._settings.workspace_timeout + 5)
-        self._revoking.clear()
 
     def wake(self) -> None:
         """Something changed (sessions opened, a token configured): re-plan the next step."""
@@ -273,6 +249,9 @@ class Rotator:
         self.last_error = error
         log.warning("%s (retrying in %.1f s)", error, delay)
 
+    def _note_error(self, error: str) -> None:
+        self.last_error = error
+
     def _succeeded(self) -> None:
         self._failing_since = None
         self._failures = 0
@@ -292,7 +271,7 @@ class Rotator:
         except TokenRejected as e:
             # A 403 on mint may mean a dead token or only that minting is forbidden;
             # SCIM Me tells which.
-            check = await self._check(current)
+            check = await self._check.check(current)
             if check.result != "refused":
                 self._failed(f"The workspace refused to create a token: {e}")
             return
@@ -319,8 +298,7 @@ class Rotator:
     async def _mint_and_record(self, create: Callable[[], Awaitable[MintedToken]], user: str | None) -> MintedToken:
         minted = await create()
         self._state.prune_expired(self._wall())
-        self._values = {k: v for k, v in self._values.items() if self._state.owns(k)}
-        self._values[minted.token_id] = Secret(minted.value)
+        self._revocations.remember(minted.token_id, minted.value)
         self._state.minted.append(
             MintedRecord(minted.token_id, fingerprint(minted.value), minted.created_at, minted.expires_at, user))
         try:
@@ -328,7 +306,7 @@ class Rotator:
         except Exception as e:
             # Unrecorded, a crash would leave it live and unknown: it revokes itself instead.
             self._state.forget(minted.token_id)
-            revoked = await self._revoke_with_itself(minted.token_id)
+            revoked = await self._revocations.with_itself(minted.token_id)
             raise RecordError(
                 f"Could not record the new token in {self._state_file.path} ({_reason(e)}); "
                 + ("it was revoked at once." if revoked else "it expires by its lifetime.")
@@ -343,7 +321,7 @@ class Rotator:
                 # The token changed while this one was minted (a paste won): it is not needed.
                 record = self._state.find(minted.value)
                 if record:
-                    self._schedule_revoke(record, 0.0)
+                    self._revocations.schedule(record, 0.0)
                 return False
             now = self._now()
             info = TokenInfo(minted.token_id, minted.created_at, minted.expires_at, user)
@@ -356,7 +334,7 @@ class Rotator:
             self._due_at = now + self._settings.rotation_interval
             lifetime = None if minted.expires_at is None else minted.expires_at - minted.created_at
             self._expires_at = None if lifetime is None else now + lifetime
-            self._confirmed_at = now
+            self._check.accepted_now()
             self._succeeded()
             self._flush_pending = not flushed
             if not flushed:
@@ -371,7 +349,7 @@ class Rotator:
                      "" if flushed else "; ~/.databrickscfg not updated")
         if flushed:
             # While the file may still hold an older token, that token must keep working.
-            self._revoke_others(minted.value, self._settings.revoke_grace if revoke_delay is None else revoke_delay)
+            self._revocations.others(minted.value, self._settings.revoke_grace if revoke_delay is None else revoke_delay)
         return True
 
     async def _retry_flush(self) -> bool:
@@ -385,93 +363,12 @@ class Rotator:
             self._flush_pending = False
             self._succeeded()
             log.info("profile written with the current token")
-        self._revoke_others(token, self._settings.revoke_grace)
+        self._revocations.others(token, self._settings.revoke_grace)
         return True
 
     def _flush_failed(self) -> None:
         self._failed(f"{self._tokens.flush_error} The token works in coda_aio's terminals; "
                      "the profile is written again when the file can be updated.")
-
-    # --- revoking superseded tokens ------------------------------------------------------
-
-    def _revoke_others(self, current: str, delay: float) -> None:
-        for record in self._state.others(current):
-            self._schedule_revoke(record, delay)
-
-    def _schedule_revoke(self, record: MintedRecord, delay: float) -> None:
-        if record.token_id not in self._revoking:
-            task = asyncio.create_task(self._revoke_later(record, delay), name=f"coda-revoke-{record.token_id}")
-            self._revoking[record.token_id] = task
-
-    async def _revoke_later(self, record: MintedRecord, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-            for attempt in range(REVOKE_ATTEMPTS):
-                if record.token_id == self._tokens.info.token_id:
-                    return  # it became current meanwhile (a paste adopted it after this was planned)
-                outcome = await self._revoke_once(record)
-                if outcome == "revoked":
-                    self._state.forget(record.token_id)
-                    self._values.pop(record.token_id, None)
-                    await self._save()
-                    log.info("revoked previous token %s", record.token_id)
-                    return
-                if outcome == "kept":
-                    return
-                await asyncio.sleep(backoff(attempt + 1, BACKOFF_CAP))
-            # Still recorded: the next rotation or boot tries again; it expires by its lifetime anyway.
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            log.exception("revoking token %s failed", record.token_id)
-            self.last_error = f"Could not revoke a previous token ({type(e).__name__}: {e}); it stays recorded."
-        finally:
-            self._revoking.pop(record.token_id, None)
-
-    async def _revoke_once(self, record: MintedRecord) -> Literal["revoked", "kept", "later"]:
-        """Revoke with a token of the record's own user: another user's token gets a 404 that
-        proves nothing. The record's own value (known while this process runs) is best."""
-        if self._workspace is None:
-            return "later"
-        if record.token_id in self._values:
-            return "revoked" if await self._revoke_with_itself(record.token_id) else "later"
-        current = self._tokens.token
-        if current is None:
-            return "later"
-        if record.user != self._tokens.info.user:
-            if record.token_id not in self._kept_noted:
-                self._kept_noted.add(record.token_id)
-                log.warning("token %s belongs to %s, and coda_aio now holds a token of %s only: it stays "
-                            "recorded and expires by its lifetime", record.token_id, record.user,
-                            self._tokens.info.user)
-            return "kept"
-        try:
-            await self._workspace.delete_token(current, record.token_id)
-            return "revoked"
-        except TokenRejected:
-            self.check_soon()
-        except WorkspaceError as e:
-            log.warning("revoking token %s failed (%s)", record.token_id, e)
-        return "later"
-
-    async def _revoke_with_itself(self, token_id: str) -> bool:
-        """True when the token is gone: revoked now, or already dead (it cannot sign in)."""
-        value = self._values.get(token_id)
-        if value is None or self._workspace is None:
-            return False
-        try:
-            await self._workspace.delete_token(value, token_id)
-        except TokenRejected:
-            pass  # expired or revoked already: nothing left to revoke
-        except WorkspaceError as e:
-            log.warning("revoking token %s failed (%s)", token_id, e)
-            return False
-        self._values.pop(token_id, None)
-        return True
-
-    def _kept_for_other_users(self) -> list[MintedRecord]:
-        user = self._tokens.info.user
-        return [m for m in self._state.minted if m.user != user and m.token_id not in self._values]
 
     # --- checking the current token with the workspace ---------------------------------------
 
@@ -495,47 +392,13 @@ class Rotator:
                     pass
             if not self._booted:
                 return Check("unreachable" if self.last_error else "none", self.last_error)
-        if self._tokens.state != "valid":
-            return Check("none")
-        if self._confirmed_at is not None and self._now() - self._confirmed_at <= max_age:
-            return Check("recent")
-        if self._confirming is None:
-            token = self._tokens.token
-            assert token is not None
-            self._confirming = asyncio.create_task(self._check(token), name="coda-confirm")
-            self._confirming.add_done_callback(self._confirm_done)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._confirming), wait)
-        except TimeoutError:
-            return Check("unreachable", f"The workspace has not answered within {wait:g} s; still checking.")
-
-    def _confirm_done(self, task: asyncio.Task) -> None:
-        if self._confirming is task:
-            self._confirming = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("token check failed", exc_info=task.exception())
+        return await self._check.confirm_current(max_age, wait)
 
     def _nudge(self) -> None:
         """Someone is waiting on the boot: retry the workspace now rather than at the backoff cap."""
         if self._retry_at is not None:
             self._retry_at = min(self._retry_at, self._now())
             self._wake.set()
-
-    async def _check(self, token: str) -> Check:
-        """SCIM Me with ``token``; a refusal of the current token makes the state invalid."""
-        assert self._workspace is not None
-        try:
-            await self._workspace.me(token)
-        except TokenRejected as e:
-            if token == self._tokens.token:
-                await self._current_token_refused(f"The workspace no longer accepts the token: {e}")
-            return Check("refused", str(e))
-        except WorkspaceError as e:
-            log.info("could not check the token now (%s)", e)
-            return Check("unreachable", f"Could not reach the workspace to check the token: {e}")
-        if token == self._tokens.token:
-            self._confirmed_at = self._now()
-        return Check("confirmed")
 
     async def _current_token_refused(self, error: str) -> None:
         self.last_error = self._state.last_error = error
@@ -568,8 +431,12 @@ class Rotator:
         outcome = await self._warm_start()
         if outcome == "none" and self.restore_profile is not None and not self._restore_tried:
             # Issue 13 hook: a redeploy left the profile empty; the secret scope may hold the token.
+            restored = await self.restore_profile(self.refuse_user)
+            if restored == "unreachable":  # tried again, as long as it takes, like the warm start
+                self._failed("Could not read the token saved in the secret scope yet.")
+                return
             self._restore_tried = True
-            if await self.restore_profile():
+            if restored == "restored":
                 outcome = await self._warm_start()
         if outcome == "unreachable":
             return  # _warm_start planned the retry
@@ -578,47 +445,31 @@ class Rotator:
 
     async def _warm_start(self) -> Literal["adopted", "none", "unreachable"]:
         """Use the token already in the profile when the workspace still accepts it."""
-        settings = self._settings
-        try:
-            profile = await asyncio.to_thread(read_profile, settings.databrickscfg_path, settings.profile)
-        except ConfigFileError as e:
-            self.last_error = str(e)
-            return "none"
-        token = (profile or {}).get("token")
-        if not token or normalize_host(profile.get("host")) not in (None, settings.host):
-            return "none"
         assert self._workspace is not None
-        try:
-            me = await self._workspace.me(token)  # outside the lock: a paste must not wait on this
-            user = user_name(me)
-        except TokenRejected:
-            self.last_error = "The saved token no longer works; paste a new one."
-            return "none"
-        except WorkspaceError as e:
-            self._failed(f"Could not check the saved token: {e}", getattr(e, "retry_after", None))
+        # Outside the lock: a paste must not wait on the workspace.
+        saved = await warm_start.saved_token(self._settings, self._workspace, self.refuse_user)
+        if saved.outcome == "unreachable":
+            error = saved.error
+            self._failed(f"Could not check the saved token: {error}", getattr(error, "retry_after", None))
             return "unreachable"
+        if saved.outcome == "none":
+            if saved.message:
+                self.last_error = saved.message
+            return "none"
+        token, user = saved.token, saved.user
+        assert token is not None and user is not None
         async with self._lock:
             if self._tokens.state != "missing":
                 return "adopted"  # a token was configured meanwhile; it wins
-            record = self._state.find(token)
-            now = self._now()
-            if record:
-                info = TokenInfo(record.token_id, record.minted_at, record.expires_at, user)
-                age = max(0.0, self._wall() - record.minted_at)  # the one wall-clock input: stored times
-                self._due_at = now + max(0.0, settings.rotation_interval - age)
-                self._expires_at = None if record.expires_at is None else now + max(0.0, record.expires_at - self._wall())
-            else:
-                # Not one of ours (or state.json was lost): its age is unknown, so rotate at once.
-                info = TokenInfo(user=user)
-                self._due_at = now
-                self._expires_at = None
+            info, self._due_at, self._expires_at = warm_start.schedule(
+                self._settings, self._state.find(token), user, wall=self._wall(), now=self._now())
             await self._tokens.set(token, info)
             self._generation += 1
-            self._confirmed_at = now
+            self._check.accepted_now()
             self._succeeded()
             log.info("warm start: reusing the saved token for %s", user)
         # Whatever else we had minted was left by a process that is gone: no call is in flight.
-        self._revoke_others(token, 0.0)
+        self._revocations.others(token, 0.0)
         return "adopted"
 
     @property
@@ -665,9 +516,7 @@ class Rotator:
         """
         if self._workspace is None:
             raise ConfigureError(400, "No workspace is configured: set DATABRICKS_HOST and restart coda_aio.")
-        pasted = pasted.strip()
-        if not pasted or len(pasted) > MAX_PASTED_TOKEN_LENGTH or any(c.isspace() for c in pasted):
-            raise ConfigureError(400, "That does not look like a token: paste the whole value, with no spaces.")
+        pasted = paste.cleaned(pasted)
         key = fingerprint(pasted)
         if self._last_paste is not None:
             last_key, generation, result = self._last_paste
@@ -679,23 +528,16 @@ class Rotator:
             self._pastes[key] = task
             task.add_done_callback(lambda _: self._pastes.pop(key, None))
         # Shielded: a browser that gives up does not cancel an exchange half-way.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except ConfigureError as e:
+            self.pats_disabled = self.pats_disabled or e.pats_disabled
+            raise
 
     async def _configure(self, pasted: str, key: str, refuse_user: Callable[[str], str | None] | None) -> ConfigureResult:
         ws = self._workspace
         assert ws is not None
-        try:
-            me = await ws.me(pasted)
-            user = user_name(me)
-        except TokenRejected as e:
-            raise ConfigureError(
-                400, f"The workspace refused this token ({e.said}). Check that you copied all of it and that it has not expired."
-            ) from None
-        except WorkspaceError as e:
-            raise ConfigureError(503, f"Could not reach the workspace to check the token: {e}") from None
-        refusal = refuse_user(user) if refuse_user else None
-        if refusal:
-            raise ConfigureError(403, refusal)
+        user = await paste.owner_of(ws, pasted, refuse_user)
         try:
             listing = await ws.list_tokens(pasted)
         except WorkspaceError:
@@ -704,56 +546,19 @@ class Rotator:
             minted = await self._mint(lambda: ws.create_token(pasted, self._settings.token_lifetime, TOKEN_COMMENT),
                                       user)
         except TokenRejected as e:
-            raise ConfigureError(
-                400, f"The token is valid, but the workspace does not let it create tokens ({e})."
-            ) from None
+            raise paste.mint_refused(e) from None
         except RecordError as e:
             raise ConfigureError(503, str(e)) from None
         except WorkspaceError as e:
             raise ConfigureError(503, f"Could not create a token in the workspace: {e}") from None
         await self._adopt(minted, user)  # a paste always wins over a rotation in flight
-        pasted_fate, note = await self._dispose_pasted(pasted, listing, minted)
-        kept = self._kept_for_other_users()
-        if kept:
-            users = ", ".join(sorted({m.user or "an unknown user" for m in kept}))
-            note += (f" {len(kept)} token(s) coda_aio minted for {users} could not be revoked with this "
-                     "user's token: they stay recorded, are revoked when that user pastes a token again, "
-                     "and expire by their lifetime.")
+        pasted_fate, note = await paste.dispose_pasted(ws, self._state, pasted, listing, minted)
         self.wake()
-        minutes = self._settings.rotation_interval / 60
-        lifetime = self._settings.token_lifetime / 60
-        message = (
-            f"coda_aio now uses its own tokens: each lives {lifetime:g} minutes and is replaced every "
-            f"{minutes:g} minutes while terminals are open. {note}"
-        )
-        if self._tokens.flush_error:
-            message += f" Warning: {self._tokens.flush_error}"
+        message = paste.exchanged_message(self._settings, note, self._revocations.kept_for_other_users(),
+                                          self._tokens.flush_error)
         result = ConfigureResult(user, pasted_fate, message)
         self._last_paste = (key, self._generation, result)
         return result
-
-    async def _dispose_pasted(self, pasted: str, listing, minted: MintedToken) -> tuple[str, str]:
-        """Revoke the pasted token only when it is certainly the one in the list.
-
-        The token list has ids, never values. It identifies the pasted token beyond doubt
-        only when the pasted value is a personal access token and, before our mint, it was
-        the user's only live token. Otherwise the user's other tokens (notebooks, CI) are
-        at stake, so it is kept.
-        """
-        if self._state.find(pasted):
-            return "coda", "The token you pasted was one coda_aio minted; it is revoked after the grace period."
-        theirs = None if listing is None else [t for t in listing if not self._state.owns(t.token_id)]
-        if theirs is not None and pasted.startswith(PAT_PREFIX) and len(theirs) == 1:
-            try:
-                await self._workspace.delete_token(minted.value, theirs[0].token_id)
-                return "revoked", "The token you pasted has been revoked: it is no longer needed."
-            except WorkspaceError as e:
-                return "kept", f"The token you pasted could not be revoked ({e}); revoke it on your token page."
-        count = "several tokens" if theirs else "tokens"
-        return "kept", (
-            f"The token you pasted was kept: you have {count} and coda_aio cannot tell for certain which one "
-            "you pasted. Revoke it on your token page when you no longer need it."
-        )
 
     async def _save(self) -> None:
         await asyncio.to_thread(self._state_file.save, self._state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import asdict
 from typing import AsyncIterator
 
 import aiohttp
@@ -24,13 +25,20 @@ from coda_aio.routes import pages as web_routes
 from coda_aio.agents.files import AgentFiles
 from coda_aio.agents.configs import AgentModels, write_agent_configs
 from coda_aio.routes.app_keys import (
-    OWNER, PROJECT_SYNC, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKEN_PERSISTENCE, TOKENS, WEB_ACCESS, WORKSPACE,
+    OWNER, PROJECT_SYNC, PROXY, ROTATOR, SESSIONS, SETTINGS, SETUP, TOKEN_PERSISTENCE, TOKEN_SOURCES, TOKENS,
+    USER_TOKEN, WEB_ACCESS, WORKSPACE,
 )
 from coda_aio.persistence.project_sync.syncer import ProjectSync
 from coda_aio.persistence.secret_scope import TokenPersistence
 from coda_aio.config import Settings
 from coda_aio.access.origin import same_origin_only
+from coda_aio.access.forwarded_token import forwarded_token_middleware
 from coda_aio.access.owner import OwnerCheck, owner_middleware
+from coda_aio.credentials.app_identity import AppIdentity
+from coda_aio.credentials.local_sign_in import LocalSignIn
+from coda_aio.credentials.sign_in_profile import point_profile_at_proxy
+from coda_aio.credentials.sources import TokenSources
+from coda_aio.credentials.user_token import UserToken
 from coda_aio.proxy import ProxyServer
 from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
@@ -127,6 +135,10 @@ async def health(request: web.Request) -> web.Response:
             "age_seconds": None if age is None else round(age, 1),
             "next_rotation_seconds": rotator.next_rotation_seconds(),
             "error": rotator.last_error or tokens.flush_error,
+            # Issue 21: whose token the proxy injected last ("pat", "user": the user's own
+            # sign-in, "app": the app's identity, for model calls) and the sign-in's state.
+            "source": app[TOKEN_SOURCES].last_source,
+            "sign_in": asdict(app[USER_TOKEN].status()),
         },
         "mode": "app" if settings.app_mode else "local",
         "owner_check": app[OWNER].status,
@@ -172,6 +184,7 @@ async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         key_path=settings.state_dir / "proxy-key",
         on_upstream_rejected=lambda: app[ROTATOR].check_soon(),
         read_timeout=settings.proxy_read_timeout,
+        sources=app[TOKEN_SOURCES],
     )
     app[PROXY] = proxy
     await proxy.start("127.0.0.1", settings.proxy_port)
@@ -202,8 +215,43 @@ async def agent_configs_ctx(app: web.Application) -> AsyncIterator[None]:
             task.add_done_callback(writing.discard)
 
     unsubscribe = app[TOKENS].subscribe(on_token_state)
+    unsubscribe_sign_in = app[USER_TOKEN].subscribe(lambda: on_token_state("valid"))
     yield
+    unsubscribe_sign_in()
     unsubscribe()
+    await asyncio.gather(*writing, return_exceptions=True)
+
+
+async def local_sign_in_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Locally, with CODA_LOCAL_SIGN_IN=oauth: the SDK's U2M sign-in feeds the user token."""
+    local = LocalSignIn(app[SETTINGS], app[USER_TOKEN])
+    await local.start(app.get(WORKSPACE))
+    yield
+    await local.stop()
+
+
+async def sign_in_profile_ctx(app: web.Application) -> AsyncIterator[None]:
+    """While the user's sign-in is the only source, the profile points at the proxy (issue 21)."""
+    settings, tokens, user_token, proxy = app[SETTINGS], app[TOKENS], app[USER_TOKEN], app[PROXY]
+    writing: set[asyncio.Task] = set()
+
+    async def write() -> None:
+        try:
+            await asyncio.to_thread(point_profile_at_proxy, settings.databrickscfg_path, settings.profile,
+                                    proxy.url, proxy.key)
+        except Exception as e:  # the proxy still serves the agents; only the CLI's profile is stale
+            log.warning("could not point profile [%s] at the proxy: %s", settings.profile, e)
+
+    def maybe_write(*_) -> None:
+        if user_token.token is not None and tokens.state != "valid":
+            task = asyncio.create_task(write(), name="coda-sign-in-profile")
+            writing.add(task)
+            task.add_done_callback(writing.discard)
+
+    unsubscribe = [user_token.subscribe(maybe_write), tokens.subscribe(maybe_write)]
+    yield
+    for undo in unsubscribe:
+        undo()
     await asyncio.gather(*writing, return_exceptions=True)
 
 
@@ -211,6 +259,8 @@ async def rotator_ctx(app: web.Application) -> AsyncIterator[None]:
     rotator = app[ROTATOR]
     sessions = app[SESSIONS]
     rotator.attach(app.get(WORKSPACE), sessions_active=lambda: len(sessions) > 0)
+    if app[SETTINGS].app_mode:  # a token found at boot passes the owner check a paste gets
+        rotator.refuse_user = app[OWNER].refusal_once_known
     # Rotation pauses while no terminal is open; a new one re-plans it.
     unsubscribe = sessions.subscribe(lambda count: rotator.wake())
     await rotator.start()
@@ -250,7 +300,9 @@ def create_app(settings: Settings) -> web.Application:
     # Who may come in: in App mode the owner; locally a loopback Host, then the web key.
     owner = OwnerCheck(settings)
     web_access = None if settings.app_mode else WebAccess.for_settings(settings)
-    access = [owner_middleware(owner)] if web_access is None else local_access_middlewares(web_access)
+    user_token = UserToken()
+    access = ([owner_middleware(owner), forwarded_token_middleware(owner, user_token)] if web_access is None
+              else local_access_middlewares(web_access))
     app = web.Application(
         middlewares=[json_errors, *access, same_origin_only],
         # configure-pat and session bodies are tiny; a huge body is refused with a 413.
@@ -264,6 +316,8 @@ def create_app(settings: Settings) -> web.Application:
     tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
     app[TOKENS] = tokens
     app[OWNER] = owner
+    app[USER_TOKEN] = user_token
+    app[TOKEN_SOURCES] = TokenSources(tokens, user_token, AppIdentity(settings))
     app[SESSIONS] = SessionManager(
         max_sessions=settings.max_sessions,
         idle_timeout=settings.idle_timeout,
@@ -276,6 +330,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.extend(
         [http_client_ctx, owner_ctx, sessions_ctx, capacity.capacity_ctx, proxy_ctx, agent_configs_ctx,
+         sign_in_profile_ctx, local_sign_in_ctx,
          token_persistence_ctx,  # before the rotator: gives it its boot hook
          rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]

@@ -32,6 +32,7 @@ class OwnerCheck:
         self._settings = settings
         self._lookup = lookup
         self._owner: str | None = None
+        self._known = asyncio.Event()  # set once the owner is known
         self._task: asyncio.Task | None = None
         self.last_error: str | None = None
         self.attempts = 0
@@ -51,6 +52,21 @@ class OwnerCheck:
         except AmbiguousIdentity:
             return False
 
+    def refusal(self, user: str) -> str | None:
+        """Why a token of ``user`` may not be used here, or None. The app acts, rotates and
+        proxies as whoever owns the token it holds, so it must be the owner's; a token of
+        anyone else is left exactly as it was (a paste and a saved token alike)."""
+        if self.status == "disabled" or self.allows(user):
+            return None
+        return (f"This token belongs to {user}, not to the owner of this app: coda_aio would act as {user}. "
+                "Paste a token of your own. Nothing was changed, and that token was left as it was.")
+
+    async def refusal_once_known(self, user: str) -> str | None:
+        """``refusal``, after waiting for the owner lookup (a boot may come before it)."""
+        if self.status != "disabled":
+            await self._known.wait()
+        return self.refusal(user)
+
     async def start(self) -> None:
         if self._settings.app_mode:
             self._task = asyncio.create_task(self._resolve(), name="coda-owner-lookup")
@@ -64,6 +80,7 @@ class OwnerCheck:
             try:
                 owner = await asyncio.to_thread(self._lookup, self._settings)
                 self._owner = owner.strip()
+                self._known.set()
                 self.last_error = None
                 log.info("owner check ready")  # the address itself is not logged
             except Exception as e:  # any failure means "not yet": keep refusing, keep trying

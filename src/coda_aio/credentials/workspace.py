@@ -1,4 +1,6 @@
-"""The calls coda_aio makes to a Databricks workspace: SCIM Me, Token API 2.0, Apps get.
+"""The HTTP client for every workspace API: one public transport (``Workspace.call``), and on it
+the families the credentials need (SCIM Me, Token API 2.0, Apps get); other families (secrets,
+workspace files) live with their users and call ``call`` too.
 
 Why plain aiohttp and not databricks-sdk: a PAT call must carry exactly the token it is
 given, with no silent fallback to other credentials. The SDK's credential chain once fell
@@ -99,10 +101,10 @@ class Workspace:
 
     async def me(self, token: str) -> dict[str, Any]:
         """The SCIM Me body of the token's owner; the cheapest proof that a token works."""
-        return await self._call("GET", SCIM_ME, token)
+        return await self.call("GET", SCIM_ME, token)
 
     async def create_token(self, token: str, lifetime_seconds: int, comment: str) -> MintedToken:
-        body = await self._call("POST", TOKEN_CREATE, token,
+        body = await self.call("POST", TOKEN_CREATE, token,
                                 {"lifetime_seconds": int(lifetime_seconds), "comment": comment})
         value = body.get("token_value")
         info = body.get("token_info")
@@ -115,7 +117,7 @@ class Workspace:
     async def delete_token(self, token: str, token_id: str) -> None:
         """Revoke ``token_id``; a token that is already gone counts as revoked."""
         try:
-            await self._call("POST", TOKEN_DELETE, token, {"token_id": token_id})
+            await self.call("POST", TOKEN_DELETE, token, {"token_id": token_id})
         except WorkspaceError as e:
             if e.status == 404 and e.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return
@@ -123,7 +125,7 @@ class Workspace:
 
     async def list_tokens(self, token: str) -> list[TokenListing]:
         """The live tokens of the token's owner (never anyone else's)."""
-        body = await self._call("GET", TOKEN_LIST, token)
+        body = await self.call("GET", TOKEN_LIST, token)
         infos = body.get("token_infos") or []
         if not isinstance(infos, list):
             raise WorkspaceUnavailable(f"The workspace at {self.host} sent a token list that is not a list. "
@@ -132,11 +134,14 @@ class Workspace:
 
     async def get_app(self, token: str, name: str) -> dict[str, Any]:
         """The Apps API record of app ``name`` (its ``creator`` is the app's owner)."""
-        return await self._call("GET", f"/api/2.0/apps/{name}", token)
+        return await self.call("GET", f"/api/2.0/apps/{name}", token)
 
     # --- one call ------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, token: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(self, method: str, path: str, token: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One workspace API call with exactly ``token``: the transport every API family here and
+        elsewhere (secrets, workspace files) is built on. Returns the JSON body; raises the
+        errors above."""
         _check_token_shape(token)
         url = self.host + path
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}

@@ -8,7 +8,10 @@ retried with backoff (always writing the newest token) and shown in ``/health``.
 Reading (the boot hook, ``restore_profile``): when the profile holds no working token, the
 app's service principal reads the persisted one, SCIM Me checks it, and it is written to the
 profile, where the rotator's ordinary warm start picks it up. A dead one is deleted (when
-the principal may) and the user is asked as usual.
+the principal may) and the user is asked as usual. A workspace that cannot be reached is
+tried again by the rotator's boot, as long as it takes (issue 20): giving up would ask for a
+paste that a redeploy should not need. In App mode a token of anyone but the owner is
+refused, logged and left where it is: written to the profile, it would make coda act as them.
 
 No token value is ever logged or reported: only states, ages and error messages.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Literal
+from typing import Awaitable, Callable, Literal
 
 from coda_aio.background import cancel_and_wait, task_failure
 from coda_aio.backoff import backoff
@@ -26,13 +29,13 @@ from coda_aio.config import Settings
 from coda_aio.credentials.rotation_state import fingerprint
 from coda_aio.persistence.secrets_api import SecretPermissionDenied, delete_as_service_principal, put_secret, read_as_service_principal
 from coda_aio.credentials.token_store import TokenStore
-from coda_aio.credentials.workspace import TokenRejected, Workspace, WorkspaceError
+from coda_aio.credentials.workspace import TokenRejected, Workspace, WorkspaceError, user_name
 
 log = logging.getLogger(__name__)
 
 PersistenceState = Literal["off", "waiting", "ok", "retrying"]
+Restored = Literal["restored", "none", "unreachable"]
 MAX_BACKOFF = 60.0
-BOOT_ATTEMPTS = 4
 
 
 class TokenPersistence:
@@ -128,52 +131,55 @@ class TokenPersistence:
 
     # --- reading at boot --------------------------------------------------------------------
 
-    async def restore_profile(self) -> bool:
-        """Put the persisted token in the profile when it still works; True when it did.
+    async def restore_profile(self, refuse_user: Callable[[str], Awaitable[str | None]] | None = None) -> Restored:
+        """Put the persisted token in the profile when it still works and (App mode) is the
+        owner's: "restored"; "none" when there is nothing to restore; "unreachable" when the
+        workspace could not be asked now (the caller tries again later).
 
         The rotator calls this at boot when the profile has no working token, then runs its
         warm start again, so adoption (state records, rotation schedule) stays in one place.
         """
         settings = self._settings
         if not self.enabled or self._workspace is None:
-            return False
+            return "none"
         if not (settings.client_id and settings.client_secret):
             # Without the app's service principal nothing can read the scope before a paste.
-            return False
+            return "none"
         scope, key = settings.secret_scope, settings.secret_key
-        token = await self._read_with_retries(scope, key)
-        if not token:
-            return False
         try:
-            await self._workspace.me(token)
+            token = await asyncio.to_thread(self._read, self._settings, scope, key)
+        except SecretPermissionDenied as e:  # a missing grant does not come by waiting
+            self.last_error = f"Could not read secret scope {scope!r}: {e}"
+            log.warning("%s", self.last_error)
+            return "none"
+        except Exception as e:  # the SDK raises many kinds; all mean "not now"
+            self.last_error = f"Could not read secret scope {scope!r}: {e}"
+            log.warning("%s; trying again", self.last_error)
+            return "unreachable"
+        if not token:
+            return "none"
+        try:
+            user = user_name(await self._workspace.me(token))
         except TokenRejected:
             self.last_error = (f"The token saved in secret scope {scope!r} no longer works; "
                                "paste a new one.")
             log.warning("the token saved in secret scope %s no longer works; deleting it", scope)
             await self._delete_dead(scope, key)
-            return False
+            return "none"
         except WorkspaceError as e:
-            # Cannot tell now: hand it to the warm start, which retries the check itself.
             log.info("could not check the saved token yet (%s)", e)
+            return "unreachable"
+        refusal = await refuse_user(user) if refuse_user else None
+        if refusal:
+            self.last_error = f"The token saved in secret scope {scope!r} is not the app owner's; it was not used."
+            log.warning("the token saved in secret scope %s belongs to someone other than the app's owner; "
+                        "not used, left as it was", scope)
+            return "none"
         await self._tokens.flush(token)
         self._written, self._written_at = fingerprint(token), self._clock()
+        self.last_error = None
         log.info("restored the token saved in secret scope %s", scope)
-        return True
-
-    async def _read_with_retries(self, scope: str, key: str) -> str | None:
-        for attempt in range(BOOT_ATTEMPTS):
-            try:
-                return await asyncio.to_thread(self._read, self._settings, scope, key)
-            except SecretPermissionDenied as e:  # a missing grant does not come by waiting
-                self.last_error = f"Could not read secret scope {scope!r}: {e}"
-                log.warning("%s", self.last_error)
-                return None
-            except Exception as e:  # the SDK raises many kinds; the last one is shown
-                self.last_error = f"Could not read secret scope {scope!r}: {e}"
-                log.warning("%s (attempt %d)", self.last_error, attempt + 1)
-                if attempt + 1 < BOOT_ATTEMPTS:
-                    await asyncio.sleep(backoff(attempt + 1, 8.0, base=0.5))
-        return None
+        return "restored"
 
     async def _delete_dead(self, scope: str, key: str) -> None:
         try:

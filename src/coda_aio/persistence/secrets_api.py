@@ -37,7 +37,7 @@ def _permission_or_token(e: TokenRejected, scope: str, needed: str, who: str) ->
 
 async def put_secret(workspace: Workspace, token: str, scope: str, key: str, value: str) -> None:
     try:
-        await workspace._call("POST", SECRETS_PUT, token, {"scope": scope, "key": key, "string_value": value})
+        await workspace.call("POST", SECRETS_PUT, token, {"scope": scope, "key": key, "string_value": value})
     except TokenRejected as e:
         raise _permission_or_token(e, scope, "WRITE", "The token's user") from None
 

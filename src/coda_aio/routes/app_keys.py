@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from coda_aio.persistence.project_sync.syncer import ProjectSync
     from coda_aio.persistence.secret_scope import TokenPersistence
     from coda_aio.capacity.monitor import CapacityMonitor
+    from coda_aio.credentials.sources import TokenSources
+    from coda_aio.credentials.user_token import UserToken
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
@@ -39,3 +41,6 @@ TOKEN_PERSISTENCE: web.AppKey[TokenPersistence] = web.AppKey("token_persistence"
 PROJECT_SYNC: web.AppKey[ProjectSync] = web.AppKey("project_sync")
 # Issue 23: memory admission, per-session memory, OOM kills.
 CAPACITY: web.AppKey[CapacityMonitor] = web.AppKey("capacity")
+# Issue 21: the user's forwarded sign-in (memory only) and the per-request choice of token.
+USER_TOKEN: web.AppKey[UserToken] = web.AppKey("user_token")
+TOKEN_SOURCES: web.AppKey[TokenSources] = web.AppKey("token_sources")

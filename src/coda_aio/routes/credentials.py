@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from aiohttp import web
 
-from coda_aio.routes.app_keys import OWNER, ROTATOR, SETTINGS, TOKENS
-from coda_aio.rotator import ConfigureError
+from coda_aio.routes.app_keys import OWNER, ROTATOR, SETTINGS, TOKEN_SOURCES, TOKENS, USER_TOKEN
+from coda_aio.credentials.paste import ConfigureError
 from coda_aio.web_json import json_error, read_json_object
 
 # The workspace page where a user creates a personal access token.
 TOKEN_PAGE_PATH = "/settings/user/developer/access-tokens"
+# Where the README says how to give the app user authorization (the scopes to grant).
+USER_AUTHORIZATION_DOCS = 'docs/deploy.md, "User authorization"'
 
 
 async def pat_status(request: web.Request) -> web.Response:
@@ -29,8 +33,19 @@ async def pat_status(request: web.Request) -> web.Response:
             "workspace_host": settings.host,
             "token_page_url": f"{settings.host}{TOKEN_PAGE_PATH}" if settings.host else None,
             "last_error": request.app[ROTATOR].last_error or tokens.flush_error,
+            # Issue 21: the user's own sign-in, forwarded by the Apps proxy (no paste needed
+            # while fresh); the page asks this often enough to keep a fresh one coming.
+            "sign_in": _sign_in(request),
+            "source": request.app[TOKEN_SOURCES].last_source,
+            "pats_disabled": request.app[ROTATOR].pats_disabled,
+            "user_authorization_docs": USER_AUTHORIZATION_DOCS,
         }
     )
+
+
+def _sign_in(request: web.Request) -> dict:
+    user_token = request.app[USER_TOKEN]
+    return {**asdict(user_token.status()), "refresh_seconds": user_token.refresh_every()}
 
 
 async def configure_pat(request: web.Request) -> web.Response:
@@ -38,18 +53,8 @@ async def configure_pat(request: web.Request) -> web.Response:
     token = body.get("token")
     if not isinstance(token, str):
         return json_error(400, 'Send {"token": "<your personal access token>"}.')
-    owner = request.app[OWNER] if request.app[SETTINGS].app_mode else None
-
-    def refuse_user(user: str) -> str | None:
-        """App mode: the app acts, rotates and proxies as whoever owns the pasted token, so it
-        must be the owner's (checked before anything is changed; the token is left as it was)."""
-        if owner is None or owner.allows(user):
-            return None
-        return (f"This token belongs to {user}, not to the owner of this app: coda_aio would act as {user}. "
-                "Paste a token of your own. Nothing was changed, and that token was left as it was.")
-
     try:
-        result = await request.app[ROTATOR].configure(token, refuse_user)
+        result = await request.app[ROTATOR].configure(token, request.app[OWNER].refusal)
     except ConfigureError as e:
         return json_error(e.status, e.message)
     return web.json_response(

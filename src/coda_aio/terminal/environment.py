@@ -72,4 +72,9 @@ def coda_env(settings: Settings, environ: Mapping[str, str] | None = None) -> di
 def terminal_env(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a terminal started by this app."""
     environ = os.environ if environ is None else environ
-    return build_env(environ, coda_env(settings, environ))
+    env = build_env(environ, coda_env(settings, environ))
+    if settings.app_mode:
+        # The profile names the host: the workspace's with a PAT, or the local proxy while the
+        # user's own sign-in is the source (issue 21). DATABRICKS_HOST would win over it.
+        env.pop("DATABRICKS_HOST", None)
+    return env

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -40,6 +41,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 INVALID_TOKEN_MESSAGE = "Invalid access token."
 NO_CREDENTIAL_MESSAGE = "Credential was not sent or was of an unsupported type for this API."
+PATS_DISABLED_MESSAGE = "Personal access tokens are disabled for this workspace."
+
+# Issue 21: the API scope an OAuth token needs, by path prefix (first match). A token with
+# "all-apis" (the service principal's, a U2M sign-in's) passes them all; a user-authorization
+# token forwarded by the Apps proxy carries only what the app was granted.
+API_SCOPES = (
+    ("/api/2.0/preview/scim/v2/Me", "iam.current-user:read"),
+    ("/serving-endpoints", "serving.serving-endpoints"),
+    ("/ai-gateway", "serving.serving-endpoints"),
+    ("/api/2.0/sql", "sql"),
+    ("/api/2.0/fs", "files.files"),
+)
+ALL_APIS = "all-apis"
 # The pattern `blob` streams, so a test can rebuild the expected bytes from the size alone.
 BLOB_PATTERN = bytes(range(256))
 
@@ -98,6 +112,7 @@ class IssuedToken:
     comment: str = ""
     kind: Literal["pat", "oauth"] = "pat"
     revoked: bool = False
+    scopes: frozenset[str] = frozenset({ALL_APIS})  # OAuth only: what the token may call
 
     def live(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)
@@ -187,6 +202,14 @@ class FakeWorkspace:
         self.sse_events = sse_events  # content pieces per streamed reply
         self.sse_delay = sse_delay  # seconds before each piece
         self.workspace_id = workspace_id
+        # The admin switch "Personal access tokens: off": token/create is refused and a
+        # personal access token no longer authenticates (OAuth tokens still do).
+        self.pats_disabled = False
+        # Issue 21, local OAuth (U2M): who is signed in to the workspace in "the browser". The
+        # authorize endpoint consents as them at once; None answers as a signed-out browser.
+        self.browser_user: str | None = None
+        self._codes: dict[str, dict[str, Any]] = {}  # authorization code -> what it was issued for
+        self._refresh: dict[str, tuple[str, frozenset[str]]] = {}  # refresh token -> (user, scopes)
 
         self._principals: dict[str, Principal] = {}  # by user_name
         self._tokens: dict[str, IssuedToken] = {}  # by value
@@ -240,6 +263,15 @@ class FakeWorkspace:
             raise KeyError(f"no such user {user_name!r}: call add_user first")
         return self._issue(user_name, lifetime_seconds, comment).value
 
+    def issue_user_oauth(self, user_name: str, scopes: list[str] | tuple[str, ...], lifetime_seconds: float = 3600
+                         ) -> str:
+        """An OAuth access token of ``user_name`` as the Apps proxy forwards one: a JWT with the
+        granted scopes and an ``exp``, no refresh token (issue 21)."""
+        if user_name not in self._principals:
+            raise KeyError(f"no such user {user_name!r}: call add_user first")
+        token = self._issue(user_name, lifetime_seconds, "", kind="oauth", scopes=frozenset(scopes))
+        return token.value
+
     def revoke(self, token_value: str) -> None:
         """Revoke a token behind coda_aio's back, as a user would in the workspace's UI."""
         self._tokens[token_value].revoked = True
@@ -290,6 +322,7 @@ class FakeWorkspace:
         add("GET", "/.well-known/databricks-config", self._host_metadata, name=ROUTE_HOST_METADATA)
         add("GET", "/oidc/.well-known/oauth-authorization-server", self._oidc_discovery, name=ROUTE_OIDC_DISCOVERY)
         add("POST", "/oidc/v1/token", self._oidc_token, name=ROUTE_OIDC_TOKEN)
+        add("GET", "/oidc/v1/authorize", self._oidc_authorize, name="oidc.authorize")
         add("GET", "/api/2.0/preview/scim/v2/Me", self._me, name=ROUTE_ME)
         add("POST", "/api/2.0/token/create", self._token_create, name=ROUTE_TOKEN_CREATE)
         add("POST", "/api/2.0/token/delete", self._token_delete, name=ROUTE_TOKEN_DELETE)
@@ -395,6 +428,12 @@ class FakeWorkspace:
         token = self._tokens.get(value.strip())
         if token is None or not token.live(self.clock()):
             raise ApiError(403, 403, INVALID_TOKEN_MESSAGE, {"X-Databricks-Reason-Phrase": INVALID_TOKEN_MESSAGE})
+        if token.kind == "pat" and self.pats_disabled:
+            raise ApiError(403, "PERMISSION_DENIED", PATS_DISABLED_MESSAGE)
+        needed = next((scope for prefix, scope in API_SCOPES if request.path.startswith(prefix)), ALL_APIS)
+        if ALL_APIS not in token.scopes and needed not in token.scopes:
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"Provided OAuth token does not have required scopes: {needed}")
         return self._principals[token.owner], token.value
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
@@ -410,14 +449,15 @@ class FakeWorkspace:
         return body
 
     def _issue(self, owner: str, lifetime_seconds: float | None, comment: str,
-               kind: Literal["pat", "oauth"] = "pat") -> IssuedToken:
+               kind: Literal["pat", "oauth"] = "pat", scopes: frozenset[str] = frozenset({ALL_APIS})) -> IssuedToken:
         now = self.clock()
+        expires = None if lifetime_seconds is None or lifetime_seconds <= 0 else now + lifetime_seconds
         if kind == "pat":
             value = "dapi" + secrets.token_hex(16)
         else:
-            value = secrets.token_urlsafe(48)
-        expires = None if lifetime_seconds is None or lifetime_seconds <= 0 else now + lifetime_seconds
-        token = IssuedToken(value, secrets.token_hex(32), owner, now, expires, comment, kind)
+            value = _jwt({"sub": owner, "scope": " ".join(sorted(scopes)), "iat": int(now),
+                          "exp": int(expires if expires is not None else now + 3600), "jti": secrets.token_hex(8)})
+        token = IssuedToken(value, secrets.token_hex(32), owner, now, expires, comment, kind, scopes=scopes)
         self._tokens[value] = token
         return token
 
@@ -467,9 +507,12 @@ class FakeWorkspace:
             except (ValueError, UnicodeDecodeError):
                 pair = ":"
             client_id, _, client_secret = pair.partition(":")
-        if form.get("grant_type") != "client_credentials":
+        grant = form.get("grant_type")
+        if grant in ("authorization_code", "refresh_token"):
+            return self._user_grant(form)
+        if grant != "client_credentials":
             return web.json_response(
-                {"error": "unsupported_grant_type", "error_description": "Only client_credentials is supported here."},
+                {"error": "unsupported_grant_type", "error_description": f"Unsupported grant_type {grant!r}."},
                 status=400)
         principal = self._principals.get(str(client_id or ""))
         if (principal is None or principal.client_secret is None
@@ -484,12 +527,63 @@ class FakeWorkspace:
             "scope": str(form.get("scope") or "all-apis"),
         })
 
+    async def _oidc_authorize(self, request: web.Request) -> web.Response:
+        """The U2M consent page, as a browser signed in as ``browser_user`` passes it: PKCE (S256)
+        required, then a redirect to a loopback ``redirect_uri`` with the code and the state."""
+        q = request.query
+        redirect = q.get("redirect_uri", "")
+        host = redirect.split("//", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if q.get("response_type") != "code" or not q.get("client_id") or host not in ("localhost", "127.0.0.1"):
+            return web.json_response({"error": "invalid_request", "error_description": "Bad authorize request."},
+                                     status=400)
+        if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            return web.json_response({"error": "invalid_request", "error_description": "PKCE (S256) is required."},
+                                     status=400)
+        if self.browser_user is None:
+            return web.Response(status=401, text="Sign in to the workspace first.")
+        code = secrets.token_urlsafe(24)
+        scopes = frozenset((q.get("scope") or ALL_APIS).split()) - {"offline_access"}
+        self._codes[code] = {"client_id": q["client_id"], "redirect_uri": redirect, "user": self.browser_user,
+                             "challenge": q["code_challenge"], "scopes": scopes or frozenset({ALL_APIS}),
+                             "offline": "offline_access" in (q.get("scope") or "")}
+        separator = "&" if "?" in redirect else "?"
+        raise web.HTTPFound(f"{redirect}{separator}code={code}&state={q.get('state', '')}")
+
+    def _user_grant(self, form) -> web.Response:
+        """authorization_code (with the PKCE verifier) and refresh_token grants of a public client."""
+        def refused(description: str) -> web.Response:
+            return web.json_response({"error": "invalid_grant", "error_description": description}, status=400)
+
+        if form.get("grant_type") == "authorization_code":
+            issued = self._codes.pop(str(form.get("code") or ""), None)
+            verifier = str(form.get("code_verifier") or "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if issued is None or issued["client_id"] != form.get("client_id") \
+                    or issued["redirect_uri"] != form.get("redirect_uri") or challenge != issued["challenge"]:
+                return refused("The authorization code or the PKCE verifier is not valid.")
+            user, scopes, offline = issued["user"], issued["scopes"], issued["offline"]
+        else:
+            held = self._refresh.pop(str(form.get("refresh_token") or ""), None)
+            if held is None:
+                return refused("The refresh token is not valid.")
+            (user, scopes), offline = held, True
+        token = self._issue(user, self.oauth_token_lifetime, "", kind="oauth", scopes=scopes)
+        body = {"access_token": token.value, "token_type": "Bearer", "expires_in": self.oauth_token_lifetime,
+                "scope": " ".join(sorted(scopes))}
+        if offline:  # a new refresh token each time; the old one is spent
+            refresh = secrets.token_urlsafe(32)
+            self._refresh[refresh] = (user, scopes)
+            body["refresh_token"] = refresh
+        return web.json_response(body)
+
     async def _me(self, request: web.Request) -> web.Response:
         principal, _ = self._authenticate(request)
         return web.json_response(principal.scim())
 
     async def _token_create(self, request: web.Request) -> web.Response:
         principal, _ = self._authenticate(request)
+        if self.pats_disabled:  # as a workspace answers, whoever asks
+            raise ApiError(403, "PERMISSION_DENIED", PATS_DISABLED_MESSAGE)
         body = await self._json_body(request)
         lifetime = body.get("lifetime_seconds")
         if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, (int, float))):
@@ -698,6 +792,15 @@ class FakeWorkspace:
             sent += len(piece)
         await response.write_eof()
         return response
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """An unsigned-looking JWT (header.payload.signature, base64url): what a workspace's OAuth
+    access tokens look like to a client, which reads ``exp`` but cannot check the signature."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = part(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": "fake"}).encode())
+    return f"{header}.{part(json.dumps(claims).encode())}.{part(secrets.token_bytes(32))}"
 
 
 def reply_text(model: str) -> str:

@@ -26,7 +26,7 @@ class WorkspaceFiles:
         self._token = token
 
     async def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await self._ws._call(method, path, self._token(), payload)
+        return await self._ws.call(method, path, self._token(), payload)
 
     async def mkdirs(self, path: str) -> None:
         await self._call("POST", "/api/2.0/workspace/mkdirs", {"path": path})
