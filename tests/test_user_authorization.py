@@ -201,3 +201,22 @@ async def test_locally_a_forwarded_token_header_is_ignored(make_settings, fake, 
                                                           "X-Forwarded-Email": "ada@example.com"}) as r:
         assert r.status == 200 and not (await r.json())["sign_in"]["fresh"]
     assert app[USER_TOKEN].token is None
+
+
+async def test_a_request_naming_its_user_twice_gives_no_token(app_settings, app_fake, serve, http):
+    """The owner gate refuses a doubled identity header (issue 24); the public /health passes the
+    gate, so the token middleware must refuse it too, whichever header comes first."""
+    url, app = await serve(app_settings())
+    await eventually(lambda: app[OWNER].status == "ok", timeout=20)
+    forged = app_fake.issue_user_oauth("mallory@example.com", ["serving.serving-endpoints"])
+    for emails in (["mallory@example.com", OWNER_EMAIL], [OWNER_EMAIL, "mallory@example.com"],
+                   [f"{OWNER_EMAIL}, mallory@example.com"]):
+        headers = [("X-Forwarded-Email", e) for e in emails] + [("X-Forwarded-Access-Token", forged)]
+        async with http.get(f"{url}/health", headers=headers) as r:
+            assert r.status == 200
+    # One owner, but two token headers: someone added the second.
+    async with http.get(f"{url}/health", headers=[("X-Forwarded-Email", OWNER_EMAIL),
+                                                   ("X-Forwarded-Access-Token", forged),
+                                                   ("X-Forwarded-Access-Token", forged)]) as r:
+        assert r.status == 200
+    assert app[USER_TOKEN].token is None and app[USER_TOKEN].user is None
