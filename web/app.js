@@ -49,6 +49,8 @@ class App {
     this.health = null;
     this.offline = null;
     this.prompting = false;
+    // Ends the sign-in prompt on screen, while there is one (see signIn).
+    this.cancelSignIn = null;
     this.fitTimer = 0;
     this.checkTimer = 0;
     // Where the key being pressed went down: a key pressed in a text field or dialog must not
@@ -560,6 +562,8 @@ class App {
     this.patStatus = patStatus.status === 'fulfilled' ? patStatus.value : this.patStatus;
     this.health = health.status === 'fulfilled' ? health.value : this.health;
     this.status.showAccount(this.patStatus, this.health);
+    // Signed in elsewhere (another tab, a restart that kept the token): a prompt here is stale.
+    if (this.prompting && this.patStatus?.valid) this.cancelSignIn?.();
     if (this.patStatus) this.setup.setWorkspaceConfigured(Boolean(this.patStatus.workspace_host));
     clearTimeout(this.checkTimer);
     if (this.patStatus?.checking_saved_token) this.checkTimer = setTimeout(() => this.refreshAccount(), CHECK_REFRESH_MS);
@@ -588,7 +592,9 @@ class App {
       workspaceHost: this.patStatus.workspace_host,
       tokenPageUrl: this.patStatus.token_page_url,
       reason,
+      onCancellable: (cancel) => { this.cancelSignIn = cancel; },
     });
+    this.cancelSignIn = null;
     this.prompting = false;
     if (this.tabs.includes(tab)) {
       tab.release();
@@ -727,6 +733,8 @@ class App {
     body.dataset.terminalState = state;
     body.dataset.tabCount = String(this.tabs.length);
     this.status.showConnection(tab, { offline: this.offline });
+    this.status.setServerDown(Boolean(this.offline)
+      || Boolean(tab && (tab.state === STATE.RECONNECTING || tab.state === STATE.SERVER_RESTARTING)));
     body.dataset.splitCount = String(this.splits.size);
     if (tab) document.title = `${tab.label} · coda_aio`;
   }

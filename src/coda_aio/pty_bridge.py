@@ -24,7 +24,7 @@ import os
 import secrets
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -60,6 +60,10 @@ FINAL_SEND_TIMEOUT = 10.0
 MAX_LABEL_LENGTH = 80
 MIN_SIZE, MAX_SIZE = 1, 1000
 REPLAY_END = {"type": "replay_end"}
+# Lost sessions (of the server before a restart) remembered with their one replacement. Pages
+# ask for at most max_sessions each, so this bounds memory without forgetting a live page's ids.
+REMEMBERED_REPLACEMENTS = 256
+MAX_SESSION_ID_LENGTH = 64
 
 
 class SessionError(Exception):
@@ -553,6 +557,9 @@ class SessionManager:
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Lost session id -> its replacement (a future while the shell starts), so that every
+        # page that reconnects after a restart, in whatever order, gets the same one.
+        self._replacements: OrderedDict[str, asyncio.Future[Session]] = OrderedDict()
 
     async def start(self) -> None:
         # Idle sessions are reaped by one timer each (armed when the last client detaches),
@@ -600,6 +607,40 @@ class SessionManager:
         self._clients_changed(session)
         self._notify()
         return session
+
+    async def replacement(
+        self, lost_id: str, label: str | None = None, cols: int = 80, rows: int = 24
+    ) -> tuple[Session, bool]:
+        """The session that stands in for ``lost_id`` (a session this server does not have,
+        typically one of the server before a restart): started by the first caller, the same
+        one for every later caller while it runs. Returns (session, whether it was started now).
+        A live ``lost_id`` is its own stand-in."""
+        if not isinstance(lost_id, str) or not 0 < len(lost_id) <= MAX_SESSION_ID_LENGTH:
+            raise ValueError(f"replaces must be a session id (1 to {MAX_SESSION_ID_LENGTH} characters)")
+        live = self._sessions.get(lost_id)
+        if live is not None:
+            return live, False
+        known = self._replacements.get(lost_id)
+        if known is not None:
+            session = await asyncio.shield(known)
+            if not session.closed:
+                self._replacements.move_to_end(lost_id)
+                return session, False
+        # First to ask (or its stand-in has ended since): start one, and let the others wait for it.
+        starting: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._replacements[lost_id] = starting
+        while len(self._replacements) > REMEMBERED_REPLACEMENTS:
+            self._replacements.popitem(last=False)
+        try:
+            session = await self.create(label=label, cols=cols, rows=rows)
+        except BaseException as e:
+            if self._replacements.get(lost_id) is starting:
+                del self._replacements[lost_id]
+            starting.set_exception(e)
+            starting.exception()  # retrieved: waiters re-raise it, and no one else must
+            raise
+        starting.set_result(session)
+        return session, True
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
