@@ -7,14 +7,12 @@ import errno
 import logging
 import os
 import sys
-from typing import Awaitable
 
 from aiohttp import web
 
 from coda_aio.access import secrets_handoff
 from coda_aio.config import ConfigError, Settings, take_service_principal
 from coda_aio.ports import port_problem
-from coda_aio.terminal.reaper import orphan_reaper_ctx
 from coda_aio.access.web_access import WebAccess
 
 DEMO_USER = "demo.user@example.com"
@@ -64,13 +62,6 @@ async def build_app(settings: Settings) -> web.Application:
     return app
 
 
-async def with_orphan_reaper(building: Awaitable[web.Application]) -> web.Application:
-    """The app, plus collecting orphans: the process is often PID 1 in a container (see reaper)."""
-    app = await building
-    app.cleanup_ctx.append(orphan_reaper_ctx)
-    return app
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -104,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         web.run_app(
-            with_orphan_reaper(build_app(settings)),
+            build_app(settings),
             host=settings.bind,
             port=settings.port,
             shutdown_timeout=5,

@@ -25,7 +25,7 @@ from coda_aio.file_transfer import download_spool
 from coda_aio.file_transfer.download_spool import DownloadRefused
 from coda_aio.file_transfer.command import DOWNLOAD_TTL_SECONDS, install_command, spool_dir
 from coda_aio.file_transfer.names import safe_name
-from coda_aio.file_transfer.uploads import UploadTooLarge, save_upload
+from coda_aio.file_transfer.uploads import UploadTooLarge, save_upload, sweep_leftovers
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
@@ -41,8 +41,10 @@ def add_routes(app: web.Application) -> None:
 
 
 async def file_transfer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Installs (refreshes) ``coda-download`` and clears stale spool entries at startup."""
+    """Installs (refreshes) ``coda-download`` and clears stale spool entries and the parts of
+    uploads a crash cut short, at startup."""
     await asyncio.to_thread(install_command, app[SETTINGS])
+    await asyncio.to_thread(sweep_leftovers, uploads_dir(app[SETTINGS]))
     yield
 
 
