@@ -22,7 +22,7 @@ def environment(home: Path) -> dict[str, str]:
 
 async def start(home: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coda_aio", *args, env=environment(home),
+        sys.executable, "-I", "-m", "coda_aio", *args, env=environment(home),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 

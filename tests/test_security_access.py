@@ -212,7 +212,7 @@ def test_startup_prints_the_url_with_the_key(home: Path, tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CODA_"))}
     env |= {"HOME": str(home), "CODA_INSTALL_AGENTS": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coda_aio", "--port", str(port), "--proxy-port", str(free_port())],
+        [sys.executable, "-I", "-m", "coda_aio", "--port", str(port), "--proxy-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -70,7 +70,7 @@ async def test_no_process_of_the_servers_user_can_read_its_secret(fake, user):
         "DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": SECRET, "DATABRICKS_TOKEN": ENV_TOKEN,
         "CODA_INSTALL_AGENTS": "0",
     }
-    argv = as_user(account, sys.executable, "-m", "coda_aio", "--host", "127.0.0.1", "--port", str(port),
+    argv = as_user(account, sys.executable, "-I", "-m", "coda_aio", "--host", "127.0.0.1", "--port", str(port),
                    "--proxy-port", str(free_port()))
     log = home.parent / f"{home.name}.log"
     with open(log, "wb") as out:
@@ -120,3 +120,88 @@ async def test_no_process_of_the_servers_user_can_read_its_secret(fake, user):
         log.unlink(missing_ok=True)
     assert SECRET not in output and ENV_TOKEN not in output
     assert "Traceback" not in output, output
+
+
+# Run by the server's user for the whole test: looks at every process it may read, over and
+# over, for the secret in its environment or behind any of its descriptors (a pipe, a file).
+LURKER = r"""
+import os, sys
+secret = sys.argv[1].encode()
+stop = sys.argv[2]
+me = str(os.getpid())
+hits = set()
+looks = 0
+while not os.path.exists(stop):
+    looks += 1
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if secret in f.read():
+                    hits.add(f"{pid} environ")
+        except OSError:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if not target.startswith(("pipe:", "/")) or target.startswith(("/dev/", "/proc/")):
+                    continue
+                handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                if secret in os.read(handle, 1 << 16):
+                    hits.add(f"{pid} fd {target}")
+            except OSError:
+                pass
+            finally:
+                os.close(handle)
+print("looks", looks, flush=True)
+for hit in sorted(hits):
+    print("HIT", hit, flush=True)
+"""
+
+RESTARTS = int(os.environ.get("CODA_LURKER_RESTARTS", "10"))
+
+
+async def test_a_lurker_of_the_same_user_finds_no_secret_across_restarts(user):
+    """Issue 20 §3: an agent left running read the next server's secret from its environ during
+    the start-up re-exec, and from its handover pipe. A process of the server's user polls every
+    process it may read while the server starts and stops RESTARTS times (50 in the soak)."""
+    account, home = user
+    stop = home / "lurker.stop"
+    lurker = await asyncio.create_subprocess_exec(
+        *as_user(account, sys.executable, "-I", "-c", LURKER, SECRET, str(stop)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CODA_", "PYTHON"))} | {
+        "HOME": str(home), "DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": SECRET,
+        "CODA_WEB_TOKEN": SECRET, "CODA_INSTALL_AGENTS": "0",
+    }
+    try:
+        for _ in range(RESTARTS):
+            port = free_port()
+            argv = as_user(account, sys.executable, "-I", "-m", "coda_aio", "--port", str(port),
+                           "--proxy-port", str(free_port()))
+            server = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
+                                                          stderr=asyncio.subprocess.STDOUT)
+            try:
+                async with asyncio.timeout(30):
+                    line = await server.stdout.readline()
+                    while line and b"coda_aio: open" not in line:
+                        line = await server.stdout.readline()
+                assert line, "the server stopped before serving"
+            finally:
+                if server.returncode is None:
+                    server.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(server.communicate(), 30)
+    finally:
+        stop.touch()
+        out, err = await asyncio.wait_for(lurker.communicate(), 30)
+    report = out.decode()
+    assert "looks" in report, err.decode()
+    assert "HIT" not in report, report

@@ -1,26 +1,31 @@
-"""``python -m coda_aio``: command line -> settings -> run."""
+"""``python -I -m coda_aio``: credentials out of reach first, then command line -> settings -> run."""
 
 from __future__ import annotations
 
-import argparse
-import errno
-import logging
-import os
-import sys
-
-from aiohttp import web
-
+# First of all, before anything else is imported (see secrets_handoff): non-dumpable, and the
+# credentials out of the environment. Only when run as the program: tests import main().
 from coda_aio.access import secrets_handoff
-from coda_aio.config import ConfigError, Settings, take_service_principal
-from coda_aio.ports import port_problem
-from coda_aio.access.web_access import WebAccess
+
+STARTING_SECRETS = secrets_handoff.take_secrets() if __name__ == "__main__" else {}
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+
+from coda_aio.config import ConfigError, Settings, take_service_principal  # noqa: E402
+from coda_aio.ports import port_problem  # noqa: E402
+from coda_aio.access.web_access import WebAccess  # noqa: E402
 
 DEMO_USER = "demo.user@example.com"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m coda_aio",
+        prog="python -I -m coda_aio",
         description=(
             "Coding agents in a browser terminal, wired to a Databricks workspace. "
             "Open the printed URL; on first use the terminal asks for a personal access token, "
@@ -65,11 +70,12 @@ async def build_app(settings: Settings) -> web.Application:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Credentials leave /proc/<pid>/environ (a clean re-exec), and the terminals, running as
-    # the same user, may not read this process's memory (see secrets_handoff).
-    secrets_handoff.reexec_without_secrets()
-    env = {**os.environ, **secrets_handoff.receive_secrets()}
-    secrets_handoff.make_undumpable()
+    # Taken at import when run as the program; a caller of main() (tests) has them taken here.
+    env = {**os.environ, **STARTING_SECRETS, **secrets_handoff.take_secrets()}
+    if not sys.flags.safe_path:
+        logging.getLogger("coda_aio").warning(
+            "started without -I (or -P): modules in the working directory are imported before coda_aio's own; "
+            "start it with `python -I -m coda_aio`")
     try:
         settings = Settings.from_env(
             env, host=args.host, port=args.port, proxy_port=args.proxy_port, demo_workspace=args.demo_workspace
