@@ -9,18 +9,28 @@ from coda_aio.access import secrets_handoff
 STARTING_SECRETS = secrets_handoff.take_secrets() if __name__ == "__main__" else {}
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import errno  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+from typing import Callable  # noqa: E402
 
 from aiohttp import web  # noqa: E402
 
+from coda_aio.connection_guard import ConnectionGuard, GuardedSite  # noqa: E402
 from coda_aio.config import ConfigError, Settings, take_service_principal  # noqa: E402
 from coda_aio.ports import port_problem  # noqa: E402
 from coda_aio.access.web_access import WebAccess  # noqa: E402
 
 DEMO_USER = "demo.user@example.com"
+# How long an idle keep-alive connection stays open (aiohttp's default is 75 s).
+KEEPALIVE_TIMEOUT = 15.0
+SHUTDOWN_TIMEOUT = 5.0
+# Where the hard limit is unlimited, the soft one is raised this far.
+WANTED_FDS = 65536
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
 
-    def announce(_banner: str) -> None:
-        # run_app calls this once the web port is bound, after startup bound the proxy's.
+    def announce() -> None:
+        # Once the web port is bound, after startup bound the proxy's.
         if settings.app_mode:
             print(f"coda_aio: serving on {settings.bind}:{settings.port} (proxy on {settings.proxy_url})", flush=True)
         else:
@@ -99,15 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             url = WebAccess.for_settings(settings).start_url
             print(f"coda_aio: open {url} (proxy on {settings.proxy_url})", flush=True)
 
+    raise_fd_limit()
     try:
-        web.run_app(
-            build_app(settings),
-            host=settings.bind,
-            port=settings.port,
-            shutdown_timeout=5,
-            print=announce,
-            access_log=None,
-        )
+        asyncio.run(serve(settings, announce))
     except OSError as e:
         if e.errno != errno.EADDRINUSE:
             raise
@@ -115,6 +119,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coda_aio: {e.strerror}", file=sys.stderr)
         return 2
     return 0
+
+
+async def serve(settings: Settings, announce: Callable[[], None]) -> None:
+    """The app on the web port until SIGINT or SIGTERM, through a ConnectionGuard (which
+    aiohttp's run_app has no place for); then the app's cleanup, terminals first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(await build_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT)
+    await runner.setup()
+    try:
+        await GuardedSite(runner, settings.bind, settings.port, ConnectionGuard("the web port")).start()
+        announce()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def raise_fd_limit() -> None:
+    """Soft limit of open descriptors up to the hard one: 1024 is a few hundred browser
+    connections, terminals and proxy streams, and the guard's caps stay below the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, WANTED_FDS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as e:
+            logging.getLogger("coda_aio").warning("could not raise the open-file limit from %s: %s", soft, e)
 
 
 if __name__ == "__main__":
