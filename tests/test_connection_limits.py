@@ -59,13 +59,21 @@ async def test_a_thousand_half_sent_requests_do_not_take_the_web_port_or_the_pro
                 await asyncio.sleep(0.05)
         assert soft_fd_limit(server.pid) > 1024
 
-        # One stalled request alone is closed once its headers are overdue, with a 408.
+        # One stalled request alone is closed once its headers are overdue, with a 408; one
+        # whose JSON body stops halfway gets a 408 as well, both within the timeouts.
         reader, lone = await asyncio.open_connection("127.0.0.1", web_port)
         lone.write(HALF_SENT)
-        async with asyncio.timeout(20):
-            answer = await reader.read()
+        body_reader, body_writer = await asyncio.open_connection("127.0.0.1", web_port)
+        body_writer.write(
+            f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1:{web_port}\r\nOrigin: http://127.0.0.1:{web_port}\r\n"
+            f"Authorization: Bearer {env['CODA_WEB_TOKEN']}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 40\r\n\r\n{\"label\": ".encode())
+        async with asyncio.timeout(25):
+            answer, body_answer = await asyncio.gather(reader.read(), body_reader.read(4096))
         assert answer.startswith(b"HTTP/1.1 408") and b'"error"' in answer, answer
+        assert body_answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in body_answer, body_answer
         lone.close()
+        body_writer.close()
 
         writers += await open_half_sent(web_port, ATTACK_CONNECTIONS)
         writers += await open_half_sent(proxy_port, ATTACK_CONNECTIONS // 4)
