@@ -168,6 +168,7 @@ class App {
     for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
       try {
         const sessions = await api.listSessions();
+        await api.learnServer();
         this.setOffline(null);
         return Array.isArray(sessions) ? sessions : [];
       } catch (err) {

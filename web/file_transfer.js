@@ -5,6 +5,8 @@
 // private escape sequence carrying a one-time id; the page fetches that one file and hands it
 // to the browser's downloads.
 
+import { api } from './api.js';
+
 // Mirrors MAX_UPLOAD_BYTES in src/coda_aio/file_transfer/routes.py. The server's check is the
 // one that counts; this one spares a long upload that would only be refused.
 const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
@@ -71,6 +73,7 @@ async function uploadInto(tab, files, notify) {
       continue;
     }
     try {
+      await api.ensureTrusted();  // the upload carries the cookie: only to a server that proved itself
       const saved = await uploadFile(file, name, (fraction) => notify(`Uploading ${name}… ${Math.round(fraction * 100)}%`, 'info'));
       paths.push(saved.path);
     } catch (err) {
@@ -125,6 +128,7 @@ export function watchDownloads(tab, notify) {
 async function download(id, notify) {
   let response;
   try {
+    await api.ensureTrusted();
     response = await fetch(`/api/downloads/${id}`);
   } catch {
     notify('Download failed: coda_aio is not reachable.');

@@ -144,6 +144,11 @@ export class TerminalTab {
   connect() {
     clearTimeout(this.reconnectTimer);
     this.closeSocket();
+    // After a loss, a socket (which carries the cookie) waits until the server proved itself.
+    if (!api.isTrusted()) {
+      this.scheduleReconnect();
+      return;
+    }
     this.setState(STATE.CONNECTING);
     const socket = new WebSocket(sessionSocketUrl(this.id));
     socket.binaryType = 'arraybuffer';
@@ -173,9 +178,10 @@ export class TerminalTab {
     };
     // A replaced socket (another session now shows here) may still deliver what it had queued.
     socket.onmessage = (message) => this.socket === socket && this.handleFrame(message.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (event.code !== 1000) api.connectionLost();
       if (this.state === STATE.EXITED || this.state === STATE.CLOSED || this.state === STATE.FAILED) return;
       this.scheduleReconnect();
     };
@@ -204,10 +210,14 @@ export class TerminalTab {
     let sessions;
     try {
       sessions = await api.listSessions();
-    } catch {
+    } catch (err) {
+      // Said once per outage, in the terminal: the status bar only says "reconnecting".
+      if (err.untrusted && !this.warnedUntrusted) this.notice(err.message, '31');
+      this.warnedUntrusted = Boolean(err.untrusted);
       this.scheduleReconnect();
       return;
     }
+    this.warnedUntrusted = false;
     if (this.state === STATE.CLOSED) return;
     if (!sessions.some((s) => s.id === this.id)) {
       // The server restarted (sessions live in its memory) or reaped this one: start afresh.
@@ -271,6 +281,7 @@ export class TerminalTab {
         this.callbacks.onTokenEvent(event.state, this);
         break;
       case 'shutting_down':
+        api.connectionLost();
         this.setState(STATE.SERVER_RESTARTING);
         break;
       case 'replay_end':

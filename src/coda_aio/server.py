@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from coda_aio import __version__
+from coda_aio.routes import access as access_routes
 from coda_aio.routes import credentials as credential_routes
 from coda_aio.routes import setup as setup_routes
 from coda_aio.routes import terminal as terminal_routes
@@ -266,6 +267,7 @@ def create_app(settings: Settings) -> web.Application:
     tokens.subscribe(lambda state: app[SESSIONS].broadcast({"type": "token", "state": state}))
 
     app.router.add_get("/health", health)
+    access_routes.add_routes(app)
     credential_routes.add_routes(app)
     terminal_routes.add_routes(app, heartbeat=settings.ws_heartbeat)
     setup_routes.add_routes(app)
