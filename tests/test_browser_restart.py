@@ -3,7 +3,7 @@ the real app stopped and started again on the same port, the fake workspace."""
 
 from __future__ import annotations
 
-import aiohttp
+from aiohttp import web
 from playwright.async_api import Page
 
 from browser_util import (
@@ -19,7 +19,7 @@ from browser_util import (
 )
 from coda_aio.credentials.databrickscfg import read_profile
 from coda_aio.server import create_app
-from conftest import USER, serving_app, web_session
+from conftest import USER, eventually, serving_app, web_session
 
 PANES = ".terminal-pane"
 
@@ -116,3 +116,42 @@ async def test_two_tabs_one_split_a_restart_and_a_sign_in_give_one_shell_per_pan
         await context.close()
     # While the server was down the browser logged failed loads and sockets; nothing else may be.
     assert [m for m in problems.messages if not any(s in m for s in ("Failed to load", "ERR_CONNECTION", "WebSocket"))] == []
+
+
+async def test_a_port_squatter_gets_no_cookie_from_a_page_that_lost_its_server(make_settings):
+    """Issue 20 §6: while coda_aio is down another local program binds its port. The open page
+    retries, but sends nothing carrying the web key's cookie to a server that cannot prove it
+    holds the key; it says so in the terminal, and goes on once coda_aio is back."""
+    settings = make_settings()
+    seen: list[tuple[str, str | None, str | None]] = []  # (path, Cookie, Upgrade) of each request
+
+    async def squatter(request: web.Request) -> web.Response:
+        seen.append((request.path, request.headers.get("Cookie"), request.headers.get("Upgrade")))
+        if request.path == "/api/server-proof":
+            return web.json_response({"proof": "0" * 64})
+        return web.json_response([] if request.path == "/api/sessions" else {"status": "ok"})
+
+    problems = PageProblems()
+    async with chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1100, "height": 640})
+        page = await context.new_page()
+        problems.watch(page)
+        async with serving_app(create_app(settings), settings.port) as url:
+            await page.goto(printed_url(url))
+            await wait_for_state(page, "shell")
+
+        squat = web.Application()
+        squat.router.add_route("*", "/{tail:.*}", squatter)
+        async with serving_app(squat, settings.port):
+            await page.wait_for_function(
+                "(s) => document.querySelector(s).textContent.includes('could not prove it holds the web key')",
+                arg=ACTIVE_ROWS, timeout=30_000)
+            await eventually(lambda: len(seen) >= 2, timeout=30)  # it kept trying
+        assert {path for path, _, _ in seen} == {"/api/server-proof"}, seen
+        assert [entry for entry in seen if entry[1] or entry[2]] == [], seen
+
+        async with serving_app(create_app(settings), settings.port) as url:
+            await wait_for_state(page, "shell", timeout=30_000)
+            await run_in_terminal(page, "echo back-$((6*7))")
+            await wait_for_line(page, "back-42")
+        await context.close()
