@@ -106,6 +106,10 @@ async def test_two_tabs_one_split_a_restart_and_a_sign_in_give_one_shell_per_pan
             assert "[the session ended while disconnected; started a new shell]" in rows
             assert "[keys typed while disconnected were not sent]" in rows
             assert "before-42" not in rows
+            # A fresh prompt follows the notices, and is the last thing on screen.
+            lines = [line for line in rows.splitlines() if line.strip()]
+            notice_at = lines.index("[the session ended while disconnected; started a new shell]")
+            assert lines[notice_at + 1:] and lines[-1].endswith(("#", "$")), rows
             # The next command in tab B runs in the shell: it is not taken for a token.
             await run_in_terminal(tab_b, "echo after-$((6*7))")
             await wait_for_line(tab_b, "after-42")

@@ -75,5 +75,19 @@ async def ends_escapees(settings, line, commands, other_line, others) -> None:
             assert r.status == 204
         await eventually(lambda: running(commands) == [], timeout=10)
         assert sorted(running(others)) == sorted(others)  # another terminal's are its own
+
+        # A shell that exits by itself takes what it started along too.
+        exiting = await open_terminal(http, url)
+        exit_line, exits = escape_commands(990000 + secrets.randbelow(9000))
+        try:
+            await run_command(http, url, exiting, exit_line)
+            await eventually(lambda: sorted(running(exits)) == sorted(exits), timeout=10)
+            async with http.ws_connect(f"{url}/api/sessions/{exiting}/ws") as ws:
+                await ws.send_bytes(b"0exit\r")
+                async for _ in ws:
+                    pass  # until the terminal ends and closes the socket
+            await eventually(lambda: running(exits) == [], timeout=10)
+        finally:
+            end_sleepers(exits)
     # Shutdown ends the rest.
     await eventually(lambda: running(others) == [], timeout=10)
