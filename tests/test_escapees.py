@@ -4,12 +4,14 @@ session (``setsid -f``), was double-forked out of the process tree or ignores th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 
-from conftest import eventually, processes, serving, web_session
+from conftest import WEB_KEY, eventually, free_port, processes, serving, web_session
 from terminal_client import open_terminal, run_command
 
 
@@ -91,3 +93,34 @@ async def ends_escapees(settings, line, commands, other_line, others) -> None:
             end_sleepers(exits)
     # Shutdown ends the rest.
     await eventually(lambda: running(others) == [], timeout=10)
+
+
+async def test_at_shutdown_the_server_ends_what_escaped_marker_and_session(home: Path):
+    """``env -i setsid -f``: no marker, no session, orphaned to coda_aio (the subreaper). The
+    server ends it on SIGTERM, as `python -I -m coda_aio` runs."""
+    from test_main import environment
+
+    port = free_port()
+    env = environment(home) | {"CODA_WEB_TOKEN": WEB_KEY}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-m", "coda_aio", "--port", str(port), "--proxy-port", str(free_port()),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    tag = 100000 + secrets.randbelow(800000)
+    hidden = [f"sleep {tag}.7"]
+    try:
+        async with asyncio.timeout(30):
+            while b"coda_aio: open" not in await server.stdout.readline():
+                assert server.returncode is None
+        url = f"http://127.0.0.1:{port}"
+        async with web_session() as http:
+            session = await open_terminal(http, url)
+            await run_command(http, url, session, f"env -i setsid -f sleep {tag}.7 </dev/null >/dev/null 2>&1")
+        await eventually(lambda: running(hidden) == hidden, timeout=10)
+        server.terminate()
+        await asyncio.wait_for(server.communicate(), 30)
+        await eventually(lambda: running(hidden) == [], timeout=10)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        end_sleepers(hidden)

@@ -23,6 +23,7 @@ from aiohttp import web  # noqa: E402
 from coda_aio.connection_guard import ConnectionGuard, GuardedSite  # noqa: E402
 from coda_aio.config import ConfigError, Settings, take_service_principal  # noqa: E402
 from coda_aio.ports import port_problem  # noqa: E402
+from coda_aio.terminal.pty_process import descendants  # noqa: E402
 from coda_aio.access.web_access import WebAccess  # noqa: E402
 
 DEMO_USER = "demo.user@example.com"
@@ -137,6 +138,21 @@ async def serve(settings: Settings, announce: Callable[[], None]) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        # Every terminal and setup step has ended by now; what is still below this process is
+        # what escaped them, marker and session both (env -i setsid -f ...): orphans come to
+        # coda_aio, the subreaper, so nothing a terminal started outlives the server.
+        end_descendants()
+
+
+def end_descendants() -> None:
+    left = descendants(os.getpid())
+    if left:
+        logging.getLogger("coda_aio").info("ending %d process(es) left below the server", len(left))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def raise_fd_limit() -> None:

@@ -112,6 +112,33 @@ def _carries(pid: int, wanted: bytes, uid: int) -> bool:
     return any(entry.startswith(wanted) if prefix else entry == wanted for entry in environ.split(b"\0"))
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` in the process tree (children, theirs, ...), from /proc.
+    As the child subreaper, coda_aio is the parent of every orphan its terminals left."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, frontier = [], [pid]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
+
+
 async def signal_session(leader: int, sig: signal.Signals, marker: str | None = None) -> list[int] | None:
     """Signal every process of the session ``leader`` leads (its own group and each job's
     group) and every process carrying ``marker`` (see ``session_members``).
