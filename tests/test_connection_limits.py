@@ -68,12 +68,20 @@ async def test_a_thousand_half_sent_requests_do_not_take_the_web_port_or_the_pro
             f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1:{web_port}\r\nOrigin: http://127.0.0.1:{web_port}\r\n"
             f"Authorization: Bearer {env['CODA_WEB_TOKEN']}\r\nContent-Type: application/json\r\n"
             "Content-Length: 40\r\n\r\n{\"label\": ".encode())
+        upload_reader, upload_writer = await asyncio.open_connection("127.0.0.1", web_port)
+        upload_writer.write(
+            f"POST /api/uploads?name=stalled.bin HTTP/1.1\r\nHost: 127.0.0.1:{web_port}\r\n"
+            f"Origin: http://127.0.0.1:{web_port}\r\nAuthorization: Bearer {env['CODA_WEB_TOKEN']}\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 1000)
         async with asyncio.timeout(25):
-            answer, body_answer = await asyncio.gather(reader.read(), body_reader.read(4096))
+            answer, body_answer, upload_answer = await asyncio.gather(
+                reader.read(), body_reader.read(4096), upload_reader.read(4096))
         assert answer.startswith(b"HTTP/1.1 408") and b'"error"' in answer, answer
         assert body_answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in body_answer, body_answer
-        lone.close()
-        body_writer.close()
+        assert upload_answer.startswith(b"HTTP/1.1 408") and b"upload stopped" in upload_answer, upload_answer
+        assert not list((home / "uploads").iterdir())  # nothing kept
+        for writer in (lone, body_writer, upload_writer):
+            writer.close()
 
         writers += await open_half_sent(web_port, ATTACK_CONNECTIONS)
         writers += await open_half_sent(proxy_port, ATTACK_CONNECTIONS // 4)
