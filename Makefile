@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 .PHONY: run test bench deps system-packages
 
 run: deps
-	$(PY) -m coda_aio $(ARGS)
+	$(PY) -I -m coda_aio $(ARGS)
 
 test: deps system-packages agents
 	$(PY) -m pytest -q $(PYTEST_ARGS)

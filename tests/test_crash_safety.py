@@ -43,7 +43,7 @@ class Server:
         if crash_at:
             self.argv = [sys.executable, str(TESTS / "crash_server.py"), crash_at, "--", *args]
         else:
-            self.argv = [sys.executable, "-m", "coda_aio", *args]
+            self.argv = [sys.executable, "-I", "-m", "coda_aio", *args]
         self.proc: asyncio.subprocess.Process | None = None
         self.log = home.parent / f"server-{self.port}.log"
 

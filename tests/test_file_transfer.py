@@ -185,6 +185,21 @@ async def test_an_upload_cut_off_midway_leaves_no_file(make_settings, serve, hom
     await eventually(lambda: not any(uploads.iterdir()))
 
 
+async def test_the_parts_of_uploads_a_crash_cut_short_are_swept_at_start(make_settings, serve, home):
+    """SIGKILL skips every cleanup: the temp file of an upload under way stays. The next start
+    removes such parts, and nothing else in ~/uploads."""
+    uploads = home / "uploads"
+    uploads.mkdir(mode=0o700)
+    part = uploads / ".upload-k3j2h1_x.part"  # as save_upload names its temp file
+    part.write_bytes(b"x" * 300_000)
+    kept = [uploads / ".upload-notes.txt", uploads / "photo.part", uploads / "report.pdf"]
+    for path in kept:
+        path.write_bytes(b"mine")
+    await serve(make_settings())
+    assert not part.exists()
+    assert all(path.read_bytes() == b"mine" for path in kept)
+
+
 async def test_the_upload_route_is_behind_the_key_and_the_origin_check(make_settings, serve, http, home):
     url, _app = await serve(make_settings())
     async with aiohttp.ClientSession() as stranger:

@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CODA_"))}
     env |= {"HOME": str(home), "CODA_INSTALL_AGENTS": "0", "CODA_MAX_SESSIONS": "4", "CODA_WEB_TOKEN": WEB_KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coda_aio", "--demo-workspace", "--port", str(port), "--proxy-port", str(free_port())],
+        [sys.executable, "-I", "-m", "coda_aio", "--demo-workspace", "--port", str(port), "--proxy-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -22,7 +22,7 @@ def environment(home: Path) -> dict[str, str]:
 
 async def start(home: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coda_aio", *args, env=environment(home),
+        sys.executable, "-I", "-m", "coda_aio", *args, env=environment(home),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 
@@ -61,3 +61,46 @@ async def test_the_url_is_printed_once_both_ports_listen(home: Path):
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0
     assert b"Traceback" not in stderr and b"Unclosed" not in stderr
+
+
+# Builds the app with a service principal (the workspace refuses every connection) and reports,
+# from an audit hook, on which thread databricks-sdk was first imported.
+SDK_IMPORT_PROBE = """
+import asyncio, os, sys, threading
+from pathlib import Path
+first = []
+def hook(event, args):
+    if event == "import" and args[0] == "databricks.sdk" and not first:
+        first.append(threading.current_thread() is threading.main_thread())
+sys.addaudithook(hook)
+from aiohttp import web
+from coda_aio.config import Settings
+from coda_aio.server import create_app
+
+async def main():
+    settings = Settings(home=Path(sys.argv[1]), host="http://127.0.0.1:9", app_name="coda", client_id="id",
+                        client_secret="secret", install_agents=False, port=int(sys.argv[2]), proxy_port=int(sys.argv[3]))
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    for _ in range(600):  # until the owner lookup's thread has needed the SDK, 30 s at most
+        if first:
+            break
+        await asyncio.sleep(0.05)
+    print("main" if first == [True] else f"thread {first}", flush=True)
+    # The owner lookup's thread may sit in the SDK's own retries for minutes: not waited for.
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_sdk_is_imported_once_on_the_main_thread_before_any_thread_uses_it(home: Path):
+    """Two threads importing databricks-sdk at once (owner lookup, secret-scope read) raised
+    _DeadlockError at startup: the app imports it first, before those threads start."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SDK_IMPORT_PROBE, str(home), str(free_port()), str(free_port()),
+        env=environment(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert out.decode().split() == ["main"], err.decode()[-2000:]

@@ -666,9 +666,9 @@ async def test_ending_a_session_looks_at_proc_once_and_off_the_event_loop(manage
     scans: list[bool] = []  # for each look at /proc: was it on the event loop's thread?
     real = pty_process.session_members
 
-    def watched(sid: int):
+    def watched(sid: int, marker: str | None = None):
         scans.append(threading.current_thread() is threading.main_thread())
-        return real(sid)
+        return real(sid, marker)
 
     monkeypatch.setattr(pty_process, "session_members", watched)
     monkeypatch.setattr(pty_bridge, "session_members", watched)

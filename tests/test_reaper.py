@@ -79,7 +79,7 @@ async def test_as_pid_1_a_terminals_orphaned_job_leaves_no_zombie(home: Path):
     server = await asyncio.create_subprocess_exec(
         # --kill-child: should this test die, coda_aio goes with unshare instead of living on.
         "unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-        sys.executable, "-m", "coda_aio", "--port", str(web), "--proxy-port", str(proxy),
+        sys.executable, "-I", "-m", "coda_aio", "--port", str(web), "--proxy-port", str(proxy),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -4,6 +4,8 @@ Plus the proxy on 127.0.0.1, the other listener a web page could try."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import stat
@@ -15,7 +17,7 @@ import pytest
 from coda_aio.routes.app_keys import PROXY, SESSIONS, TOKENS, WEB_ACCESS
 from coda_aio.config import ConfigError, Settings
 from coda_aio.host_check import host_allowed, is_loopback_host, parse_allowed_hosts
-from coda_aio.access.web_access import cookie_name
+from coda_aio.access.web_access import cookie_name, cookie_value
 from conftest import USER, WEB_KEY
 from terminal_client import open_terminal, run_command
 
@@ -141,6 +143,30 @@ async def test_without_the_key_nothing_but_health(make_settings, serve):
     assert len(app[SESSIONS]) == 0
 
 
+async def test_the_server_proves_it_holds_the_key_to_a_page_without_cookies(make_settings, serve, http):
+    """Issue 20 §6: a page that lost its server sends no cookie until the server answers its
+    challenge; only a holder of the key can. The verifier comes only behind the key."""
+    url, _app = await serve(make_settings())
+    async with plain_session() as anyone:
+        async with anyone.get(f"{url}/api/server-verifier") as r:
+            assert r.status == 401
+        nonce = os.urandom(16).hex()
+        async with anyone.get(f"{url}/api/server-proof", params={"nonce": nonce}) as r:
+            assert r.status == 200
+            proof = (await r.json())["proof"]
+        for bad in ("", "xyz", "AB" * 16, "0" * 129):
+            async with anyone.get(f"{url}/api/server-proof", params={"nonce": bad}) as r:
+                assert r.status == 400 and (await r.json())["error"]
+    async with http.get(f"{url}/api/server-verifier") as r:
+        verifier = (await r.json())["verifier"]
+    # What the page computes (web/api.js), from the verifier alone; a squatter has neither.
+    expected = hmac.new(verifier.encode(), b"coda proof\0" + nonce.encode(), hashlib.sha256).hexdigest()
+    assert proof == expected
+    assert WEB_KEY not in verifier and verifier not in (cookie_value(WEB_KEY),)
+    other_key = hmac.new(b"another-key", b"coda page verifier", hashlib.sha256).hexdigest()
+    assert proof != hmac.new(other_key.encode(), b"coda proof\0" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
 async def test_the_printed_url_sets_a_strict_cookie_and_drops_the_key_from_the_url(make_settings, serve):
     url, app = await serve(make_settings())
     assert app[WEB_ACCESS].start_url == f"{url}/?token={WEB_KEY}"
@@ -214,7 +240,7 @@ def test_startup_prints_the_url_with_the_key(home: Path, tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "CODA_"))}
     env |= {"HOME": str(home), "CODA_INSTALL_AGENTS": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coda_aio", "--port", str(port), "--proxy-port", str(free_port())],
+        [sys.executable, "-I", "-m", "coda_aio", "--port", str(port), "--proxy-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

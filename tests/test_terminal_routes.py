@@ -186,6 +186,8 @@ async def test_create_list_attach_rename_delete(client):
         ("POST", "/api/sessions", b'{"label": "   "}', 400),
         ("POST", "/api/sessions", json.dumps({"label": "x" * 200}).encode(), 400),
         ("POST", "/api/sessions", b'{"label": "a\\u0000b"}', 400),
+        ("POST", "/api/sessions", b'{"replaces": 7}', 400),
+        ("POST", "/api/sessions", json.dumps({"replaces": "x" * 65}).encode(), 400),
         ("PATCH", "/api/sessions/nope", b'{"label": "x"}', 404),
         ("DELETE", "/api/sessions/nope", b"", 404),
         ("GET", "/api/sessions/nope/ws", b"", 404),
@@ -226,6 +228,29 @@ async def test_session_limit_answers_429(aiohttp_client, home):
     assert "CODA_MAX_SESSIONS" in (await response.json())["error"]
     assert (await client.delete(f"/api/sessions/{first}")).status == 204
     await create(client)
+
+
+async def test_a_lost_session_is_replaced_once_whoever_asks_and_in_whatever_order(client):
+    """After a restart every page asks for a stand-in of each session it had: concurrent and
+    late askers for one lost id get the same new shell, and no more shells than lost ones."""
+    lost = ["lost-one-AAAAAAAA", "lost-two-BBBBBBBB"]
+    asks = [lost[0], lost[1], lost[0], lost[1], lost[0]]  # two pages, one asking twice, at once
+    answers = await asyncio.gather(*(client.post("/api/sessions", json={"replaces": id, "label": "Terminal 1"}) for id in asks))
+    bodies = [await answer.json() for answer in answers]
+    ids = [body["id"] for body in bodies]
+    assert ids[0] == ids[2] == ids[4] and ids[1] == ids[3] and ids[0] != ids[1]
+    assert sorted(answer.status for answer in answers) == [200, 200, 200, 201, 201]
+    assert set(await sessions_by_id(client)) == {ids[0], ids[1]}
+    # A late page, after the others: still the same one.
+    late = await client.post("/api/sessions", json={"replaces": lost[1]})
+    assert late.status == 200 and (await late.json())["id"] == ids[1]
+    # A live session stands in for itself; an ended stand-in is replaced anew.
+    itself = await client.post("/api/sessions", json={"replaces": ids[0]})
+    assert itself.status == 200 and (await itself.json())["id"] == ids[0]
+    assert (await client.delete(f"/api/sessions/{ids[1]}")).status == 204
+    again = await client.post("/api/sessions", json={"replaces": lost[1]})
+    assert again.status == 201 and (await again.json())["id"] not in ids
+    assert len(await sessions_by_id(client)) == 2
 
 
 async def test_resize_frames_and_garbage_frames(client):

@@ -52,6 +52,8 @@ class App {
     this.health = null;
     this.offline = null;
     this.prompting = false;
+    // Ends the sign-in prompt on screen, while there is one (see signIn).
+    this.cancelSignIn = null;
     this.fitTimer = 0;
     this.checkTimer = 0;
     // Where the key being pressed went down: a key pressed in a text field or dialog must not
@@ -183,6 +185,7 @@ class App {
     for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
       try {
         const sessions = await api.listSessions();
+        await api.learnServer();
         this.setOffline(null);
         return Array.isArray(sessions) ? sessions : [];
       } catch (err) {
@@ -489,6 +492,8 @@ class App {
     this.patStatus = patStatus.status === 'fulfilled' ? patStatus.value : this.patStatus;
     this.health = health.status === 'fulfilled' ? health.value : this.health;
     this.status.showAccount(this.patStatus, this.health);
+    // Signed in elsewhere (another tab, a restart that kept the token): a prompt here is stale.
+    if (this.prompting && this.patStatus?.valid) this.cancelSignIn?.();
     if (this.patStatus) this.setup.setWorkspaceConfigured(Boolean(this.patStatus.workspace_host));
     clearTimeout(this.checkTimer);
     if (this.patStatus?.checking_saved_token) this.checkTimer = setTimeout(() => this.refreshAccount(), CHECK_REFRESH_MS);
@@ -518,7 +523,9 @@ class App {
       tokenPageUrl: this.patStatus.token_page_url,
       userAuthorizationDocs: this.patStatus.user_authorization_docs,
       reason,
+      onCancellable: (cancel) => { this.cancelSignIn = cancel; },
     });
+    this.cancelSignIn = null;
     this.prompting = false;
     if (this.tabs.includes(tab)) {
       tab.release();
@@ -666,6 +673,8 @@ class App {
     body.dataset.terminalState = state;
     body.dataset.tabCount = String(this.tabs.length);
     this.status.showConnection(tab, { offline: this.offline });
+    this.status.setServerDown(Boolean(this.offline)
+      || Boolean(tab && (tab.state === STATE.RECONNECTING || tab.state === STATE.SERVER_RESTARTING)));
     body.dataset.splitCount = String(this.splits.size);
     if (tab) document.title = `${tab.label} · coda_aio`;
   }

@@ -5,6 +5,8 @@
 // private escape sequence carrying a one-time id; the page fetches that one file and hands it
 // to the browser's downloads.
 
+import { api } from './api.js';
+
 // The upload limit and the download sequence's number come from the server
 // (GET /api/file-transfer: `config` below), which owns both.
 const DOWNLOAD_ID = /^[0-9a-f]{32}$/;
@@ -87,6 +89,7 @@ async function uploadInto(tab, files, notify, maxBytes) {
       continue;
     }
     try {
+      await api.ensureTrusted();  // the upload carries the cookie: only to a server that proved itself
       const saved = await uploadFile(file, name, (fraction) => notify(`Uploading ${name}… ${Math.round(fraction * 100)}%`, 'info'));
       paths.push(saved.path);
     } catch (err) {
@@ -142,6 +145,7 @@ export function watchDownloads(tab, notify, config) {
 async function download(id, notify) {
   let response;
   try {
+    await api.ensureTrusted();
     response = await fetch(`/api/downloads/${id}`);
   } catch {
     notify('Download failed: coda_aio is not reachable.');

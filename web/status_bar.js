@@ -32,6 +32,24 @@ export class StatusBar {
     this.memory = byId('status-memory');
     this.signIn.addEventListener('click', () => onSignIn());
     this.nextRotationAt = null;
+    // While coda_aio is unreachable the account it last reported may no longer be true.
+    this.serverDown = false;
+    this.lastAccount = null;
+  }
+
+  setServerDown(down) {
+    if (down === this.serverDown) return;
+    this.serverDown = down;
+    if (!down) {
+      if (this.lastAccount) this.showAccount(...this.lastAccount);
+      return;
+    }
+    this.account.textContent = 'Not connected to coda_aio: sign-in and token unknown until it is back';
+    this.account.title = '';
+    this.account.dataset.kind = 'warn';
+    this.signIn.hidden = true;
+    this.nextRotationAt = null;
+    this.renderRotation();
   }
 
   showConnection(tab, { offline = null } = {}) {
@@ -59,6 +77,8 @@ export class StatusBar {
   }
 
   showAccount(patStatus, health) {
+    this.lastAccount = [patStatus, health];
+    if (this.serverDown) return;
     const workspaceHost = patStatus && patStatus.workspace_host;
     const tokenState = health && health.token ? health.token.state : null;
     this.signIn.hidden = true;

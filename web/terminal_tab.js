@@ -71,9 +71,12 @@ export class TerminalTab {
 
     // While set, keystrokes go here instead of to the shell (the token prompt, the exit prompt).
     this.inputHandler = null;
+    // Keys typed while no socket was open: they reached no shell, and the page says so.
+    this.keysLost = false;
 
     this.pane = document.createElement('div');
     this.pane.className = 'terminal-pane';
+    this.id = id;  // again, now that the pane exists: see the setter
     this.pane.hidden = true;
     host.append(this.pane);
 
@@ -108,6 +111,16 @@ export class TerminalTab {
     this.term.attachCustomKeyEventHandler((event) => this.callbacks.onTerminalKey(event, this));
   }
 
+  // The session this pane shows; also on the pane's element, where tests read it.
+  get id() {
+    return this.sessionId;
+  }
+
+  set id(value) {
+    this.sessionId = value;
+    if (this.pane && value) this.pane.dataset.sessionId = value;
+  }
+
   // --- size -------------------------------------------------------------------------
 
   fit() {
@@ -133,6 +146,11 @@ export class TerminalTab {
   connect() {
     clearTimeout(this.reconnectTimer);
     this.closeSocket();
+    // After a loss, a socket (which carries the cookie) waits until the server proved itself.
+    if (!api.isTrusted()) {
+      this.scheduleReconnect();
+      return;
+    }
     this.setState(STATE.CONNECTING);
     const socket = new WebSocket(sessionSocketUrl(this.id, replayBudget()));
     socket.binaryType = 'arraybuffer';
@@ -150,6 +168,12 @@ export class TerminalTab {
       // Queued, so a sign-in prompt on screen stays until the page hands the terminal back.
       if (this.connectedBefore) this.queueOutput(() => this.term.reset());
       this.connectedBefore = true;
+      // Written on the clean screen before the replay, so the shell's prompt follows it.
+      const notices = [this.pendingNotice, this.keysLost ? '[keys typed while disconnected were not sent]' : '']
+        .filter(Boolean);
+      this.pendingNotice = '';
+      this.keysLost = false;
+      for (const text of notices) this.queueOutput(() => this.notice(text));
       this.setState(STATE.CONNECTED);
       socket.send(resizeFrame(this.term.cols, this.term.rows));
       if (this.pane.contains(document.activeElement)) socket.send(focusFrame());
@@ -157,9 +181,10 @@ export class TerminalTab {
     };
     // A replaced socket (another session now shows here) may still deliver what it had queued.
     socket.onmessage = (message) => this.socket === socket && this.handleFrame(message.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (event.code !== 1000) api.connectionLost();
       if (this.state === STATE.EXITED || this.state === STATE.CLOSED || this.state === STATE.FAILED) return;
       this.scheduleReconnect();
     };
@@ -188,10 +213,14 @@ export class TerminalTab {
     let sessions;
     try {
       sessions = await api.listSessions();
-    } catch {
+    } catch (err) {
+      // Said once per outage, in the terminal: the status bar only says "reconnecting".
+      if (err.untrusted && !this.warnedUntrusted) this.notice(err.message, '31');
+      this.warnedUntrusted = Boolean(err.untrusted);
       this.scheduleReconnect();
       return;
     }
+    this.warnedUntrusted = false;
     if (this.state === STATE.CLOSED) return;
     if (!sessions.some((s) => s.id === this.id)) {
       // The server restarted (sessions live in its memory) or reaped this one: start afresh.
@@ -206,9 +235,12 @@ export class TerminalTab {
   }
 
   async replaceSession(notice) {
-    const created = await api.createSession({ label: this.label, ...this.size });
+    // `replaces`: the server starts one shell per lost session, whichever page asks first;
+    // every other page showing that session gets the same one.
+    const created = await api.createSession({ label: this.label, replaces: this.id, ...this.size });
     this.id = created.id;
-    // Shown after the new session's (empty) replay has reset the screen, on a line of its own.
+    if (created.label) this.label = created.label;
+    // Shown once the screen is reset for the new session, on a line of its own.
     this.pendingNotice = notice;
     this.callbacks.onSessionReplaced(this);
   }
@@ -252,6 +284,7 @@ export class TerminalTab {
         this.callbacks.onTokenEvent(event.state, this);
         break;
       case 'shutting_down':
+        api.connectionLost();
         this.setState(STATE.SERVER_RESTARTING);
         break;
       case 'oom_killed': // memory ran out: the kernel ended this terminal's largest program
@@ -285,10 +318,6 @@ export class TerminalTab {
     // The callback runs once xterm.js has parsed every byte written before it.
     this.term.write('', () => {
       this.replaying = false;
-      if (this.pendingNotice) {
-        this.notice(this.pendingNotice);
-        this.pendingNotice = '';
-      }
       this.pane.dataset.replaying = 'false';
     });
   }
@@ -364,7 +393,19 @@ export class TerminalTab {
 
   handleInput(data) {
     if (this.inputHandler) this.inputHandler(data);
-    else this.sendFrame(inputFrame(data));
+    else if (this.connected) this.sendFrame(inputFrame(data));
+    else this.loseKeys();
+  }
+
+  get connected() {
+    return Boolean(this.socket && this.socket.readyState === WebSocket.OPEN);
+  }
+
+  // Nothing queues keys for a shell that may be gone: say so at once, and again once back.
+  loseKeys() {
+    if (this.keysLost) return;
+    this.keysLost = true;
+    this.notice('[not connected: keys typed now are not sent]', '33');
   }
 
   // xterm.js's answer to a query it just parsed: only for live output, and the server passes
@@ -376,6 +417,10 @@ export class TerminalTab {
 
   sendBinary(data) {
     if (this.inputHandler) return;
+    if (!this.connected) {
+      this.loseKeys();
+      return;
+    }
     const bytes = Uint8Array.from(data, (ch) => ch.charCodeAt(0) & 0xff);
     this.sendFrame(binaryInputFrame(bytes));
   }

@@ -59,7 +59,8 @@ function introduction(term, { workspaceHost, tokenPageUrl, userAuthorizationDocs
 }
 
 // Shows the prompt in `tab` and resolves with the sign-in result, or null when skipped.
-export function promptForToken(tab, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason }) {
+// `onCancellable` receives a function that ends the prompt from outside (signed in elsewhere).
+export function promptForToken(tab, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason, onCancellable = () => {} }) {
   const term = tab.term;
   const say = (text) => wrapText(text, term.cols);
   // The shell's prompt line as it was, put back below the sign-in text when it is done, so
@@ -127,5 +128,10 @@ export function promptForToken(tab, { workspaceHost, tokenPageUrl, userAuthoriza
 
     term.write(introduction(term, { workspaceHost, tokenPageUrl, userAuthorizationDocs, reason }) + PROMPT);
     tab.inputHandler = handle;
+    onCancellable(() => {
+      if (busy || tab.inputHandler !== handle) return;
+      term.write(`\r\n${GREEN}${say('Signed in (from another tab or window): nothing to paste here.')}${RESET}\r\n`);
+      finish(null);
+    });
   });
 }

@@ -1,28 +1,42 @@
-"""``python -m coda_aio``: command line -> settings -> run."""
+"""``python -I -m coda_aio``: credentials out of reach first, then command line -> settings -> run."""
 
 from __future__ import annotations
 
-import argparse
-import errno
-import logging
-import os
-import sys
-from typing import Awaitable
-
-from aiohttp import web
-
+# First of all, before anything else is imported (see secrets_handoff): non-dumpable, and the
+# credentials out of the environment. Only when run as the program: tests import main().
 from coda_aio.access import secrets_handoff
-from coda_aio.config import ConfigError, Settings, take_service_principal
-from coda_aio.ports import port_problem
-from coda_aio.terminal.reaper import orphan_reaper_ctx
-from coda_aio.access.web_access import WebAccess
+
+STARTING_SECRETS = secrets_handoff.take_secrets() if __name__ == "__main__" else {}
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import errno  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+
+from coda_aio.connection_guard import ConnectionGuard, GuardedSite  # noqa: E402
+from coda_aio.config import ConfigError, Settings, take_service_principal  # noqa: E402
+from coda_aio.ports import port_problem  # noqa: E402
+from coda_aio.terminal.pty_process import descendants  # noqa: E402
+from coda_aio.access.web_access import WebAccess  # noqa: E402
 
 DEMO_USER = "demo.user@example.com"
+# How long an idle keep-alive connection stays open (aiohttp's default is 75 s).
+KEEPALIVE_TIMEOUT = 15.0
+SHUTDOWN_TIMEOUT = 5.0
+# Where the hard limit is unlimited, the soft one is raised this far.
+WANTED_FDS = 65536
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m coda_aio",
+        prog="python -I -m coda_aio",
         description=(
             "Coding agents in a browser terminal, wired to a Databricks workspace. "
             "Open the printed URL; on first use the terminal asks for a personal access token, "
@@ -64,21 +78,15 @@ async def build_app(settings: Settings) -> web.Application:
     return app
 
 
-async def with_orphan_reaper(building: Awaitable[web.Application]) -> web.Application:
-    """The app, plus collecting orphans: the process is often PID 1 in a container (see reaper)."""
-    app = await building
-    app.cleanup_ctx.append(orphan_reaper_ctx)
-    return app
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Credentials leave /proc/<pid>/environ (a clean re-exec), and the terminals, running as
-    # the same user, may not read this process's memory (see secrets_handoff).
-    secrets_handoff.reexec_without_secrets()
-    env = {**os.environ, **secrets_handoff.receive_secrets()}
-    secrets_handoff.make_undumpable()
+    # Taken at import when run as the program; a caller of main() (tests) has them taken here.
+    env = {**os.environ, **STARTING_SECRETS, **secrets_handoff.take_secrets()}
+    if not sys.flags.safe_path:
+        logging.getLogger("coda_aio").warning(
+            "started without -I (or -P): modules in the working directory are imported before coda_aio's own; "
+            "start it with `python -I -m coda_aio`")
     try:
         settings = Settings.from_env(
             env, host=args.host, port=args.port, proxy_port=args.proxy_port, demo_workspace=args.demo_workspace
@@ -93,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
 
-    def announce(_banner: str) -> None:
-        # run_app calls this once the web port is bound, after startup bound the proxy's.
+    def announce() -> None:
+        # Once the web port is bound, after startup bound the proxy's.
         if settings.app_mode:
             print(f"coda_aio: serving on {settings.bind}:{settings.port} (proxy on {settings.proxy_url})", flush=True)
         else:
@@ -102,15 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             url = WebAccess.for_settings(settings).start_url
             print(f"coda_aio: open {url} (proxy on {settings.proxy_url})", flush=True)
 
+    raise_fd_limit()
     try:
-        web.run_app(
-            with_orphan_reaper(build_app(settings)),
-            host=settings.bind,
-            port=settings.port,
-            shutdown_timeout=5,
-            print=announce,
-            access_log=None,
-        )
+        asyncio.run(serve(settings, announce))
     except OSError as e:
         if e.errno != errno.EADDRINUSE:
             raise
@@ -118,6 +120,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coda_aio: {e.strerror}", file=sys.stderr)
         return 2
     return 0
+
+
+async def serve(settings: Settings, announce: Callable[[], None]) -> None:
+    """The app on the web port until SIGINT or SIGTERM, through a ConnectionGuard (which
+    aiohttp's run_app has no place for); then the app's cleanup, terminals first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(await build_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT)
+    await runner.setup()
+    try:
+        await GuardedSite(runner, settings.bind, settings.port, ConnectionGuard("the web port")).start()
+        announce()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        # Every terminal and setup step has ended by now; what is still below this process is
+        # what escaped them, marker and session both (env -i setsid -f ...): orphans come to
+        # coda_aio, the subreaper, so nothing a terminal started outlives the server.
+        end_descendants()
+
+
+def end_descendants() -> None:
+    left = descendants(os.getpid())
+    if left:
+        logging.getLogger("coda_aio").info("ending %d process(es) left below the server", len(left))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def raise_fd_limit() -> None:
+    """Soft limit of open descriptors up to the hard one: 1024 is a few hundred browser
+    connections, terminals and proxy streams, and the guard's caps stay below the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, WANTED_FDS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as e:
+            logging.getLogger("coda_aio").warning("could not raise the open-file limit from %s: %s", soft, e)
 
 
 if __name__ == "__main__":

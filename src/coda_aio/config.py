@@ -14,19 +14,8 @@ from typing import Mapping
 
 from coda_aio.host_check import parse_allowed_hosts
 
-# Variables that carry credentials. They are never passed to a PTY, and the service
-# principal pair is removed from os.environ at startup (see take_service_principal).
-SECRET_ENV_VARS = (
-    "DATABRICKS_TOKEN",
-    "DATABRICKS_CLIENT_ID",
-    "DATABRICKS_CLIENT_SECRET",
-    "CODA_WEB_TOKEN",  # the web key: whoever holds it gets a shell
-)
-
-
-def is_secret_env(name: str) -> bool:
-    """A variable that carries a credential (any DATABRICKS_CLIENT_* included, to be safe)."""
-    return name in SECRET_ENV_VARS or name.startswith("DATABRICKS_CLIENT_")
+# Which variables carry credentials: secret_env (imported by the launcher before anything else).
+from coda_aio.secret_env import SECRET_ENV_VARS, is_secret_env  # noqa: E402,F401 (re-exported)
 
 
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:

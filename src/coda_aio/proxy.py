@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from coda_aio.connection_guard import ConnectionGuard, GuardedSite
 from coda_aio.host_check import host_allowed, is_loopback_host
 from coda_aio.key_file import load_or_create_key
 from coda_aio.credentials.minting_calls import minting_call
@@ -84,6 +85,8 @@ NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # the same bytes, one write instead of several, which roughly halves the proxy's cost per
 # API call. Anything larger, or of unknown length (SSE, chunked uploads), streams.
 SMALL_BODY = 64 * 1024
+# An agent's idle keep-alive connection is closed after this (aiohttp's default: 75 s).
+KEEPALIVE_TIMEOUT = 15.0
 
 
 
@@ -197,10 +200,12 @@ class ProxyServer:
         # handler_cancellation: a client that goes away cancels its handler at once, which
         # closes the upstream request instead of streaming into the void until it ends.
         # access_log=None: URLs may carry a key in a query string; nothing here is logged.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        # keepalive_timeout: an idle agent connection is closed after it, not aiohttp's 75 s.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, keepalive_timeout=KEEPALIVE_TIMEOUT)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            # The guard: no client may hold the proxy's sockets with requests it never finishes.
+            await GuardedSite(runner, host, port, ConnectionGuard("the proxy")).start()
         except OSError as e:
             await runner.cleanup()
             await self._session.close()

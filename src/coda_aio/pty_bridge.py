@@ -24,13 +24,15 @@ import os
 import secrets
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from coda_aio.capacity.oom import terminal_oom_score_adj
 from coda_aio.terminal.client_feed import Client, ClientFeed
-from coda_aio.terminal.pty_process import edits_lines, foreground_command, session_members, set_window_size, signal_session, spawn
+from coda_aio.terminal.pty_process import (
+    MARKER_VARIABLE, edits_lines, foreground_command, session_members, set_window_size, signal_members, signal_session, spawn,
+)
 from coda_aio.terminal.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ MIN_SIZE, MAX_SIZE = 1, 1000
 REPLAY_END = {"type": "replay_end"}
 ANSWERING_YES = {"type": "answering", "answering": True}
 ANSWERING_NO = {"type": "answering", "answering": False}
+# Lost sessions (of the server before a restart) remembered with their one replacement. Pages
+# ask for at most max_sessions each, so this bounds memory without forgetting a live page's ids.
+REMEMBERED_REPLACEMENTS = 256
+MAX_SESSION_ID_LENGTH = 64
 
 
 class SessionError(Exception):
@@ -110,12 +116,15 @@ class Session:
         kill_grace: float,
         on_end: Callable[[Session], None],
         on_clients_changed: Callable[[Session], None],
+        marker: str | None = None,
         backlog_limit: int = CLIENT_BACKLOG_BYTES,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.id = session_id
         self.label = label
         self.created_at = time.time()
+        # In the environment of everything the terminal starts (see pty_process.MARKER_VARIABLE).
+        self.marker = marker
         self._loop = asyncio.get_running_loop()
         self._process = process
         self._fd = master_fd
@@ -307,11 +316,11 @@ class Session:
             return
         if not self._exited and not self._hup_sent:
             self._hup_sent = True
-            self._hup_members = await signal_session(self._process.pid, signal.SIGHUP)
+            self._hup_members = await signal_session(self._process.pid, signal.SIGHUP, self.marker)
             try:
                 await asyncio.wait_for(self._process.wait(), self._kill_grace)
             except asyncio.TimeoutError:
-                await signal_session(self._process.pid, signal.SIGKILL)
+                await signal_session(self._process.pid, signal.SIGKILL, self.marker)
         await asyncio.shield(self._closed)
 
     # --- output: PTY -> pending -> clients -----------------------------------------------
@@ -524,17 +533,17 @@ class Session:
             members = self._hup_members  # terminate() hung up on the session a moment ago
         else:
             self._hup_sent = True
-            members = await signal_session(self._process.pid, signal.SIGHUP)
+            members = await signal_session(self._process.pid, signal.SIGHUP, self.marker)
         if members is not None and not [pid for pid in members if pid != self._process.pid]:
             # Nothing but the shell was there: no survivor to look for.
             await self._wait_eof(FINAL_SEND_TIMEOUT)
             return
         # Usually every process is gone at once, the terminal reports EOF and we are done.
         await self._wait_eof(self._kill_grace)
-        members = await asyncio.to_thread(session_members, self._process.pid)
+        members = await asyncio.to_thread(session_members, self._process.pid, self.marker)
         if members or (members is None and not self._eof.is_set()):
             await asyncio.sleep(deadline - self._loop.time())
-            await signal_session(self._process.pid, signal.SIGKILL)
+            await signal_session(self._process.pid, signal.SIGKILL, self.marker)
         # Whatever the program wrote before it ended is still on its way out of the PTY.
         await self._wait_eof(FINAL_SEND_TIMEOUT)
 
@@ -601,6 +610,9 @@ class SessionManager:
         self._scrollback_bytes = scrollback_bytes
         self._command = tuple(command)
         self._kill_grace = kill_grace
+        # Marks every process this manager's terminals start, apart from other apps' (tests run
+        # several in one process) and from earlier runs'.
+        self._tag = secrets.token_hex(6)
         self._sessions: dict[str, Session] = {}
         self._starting = 0
         self._created = 0
@@ -608,6 +620,9 @@ class SessionManager:
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Lost session id -> its replacement (a future while the shell starts), so that every
+        # page that reconnects after a restart, in whatever order, gets the same one.
+        self._replacements: OrderedDict[str, asyncio.Future[Session]] = OrderedDict()
 
     async def start(self) -> None:
         # Idle sessions are reaped by one timer each (armed when the last client detaches),
@@ -622,6 +637,18 @@ class SessionManager:
         await asyncio.gather(*(session.terminate() for session in list(self._sessions.values())))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._end_stragglers()
+
+    async def _end_stragglers(self) -> None:
+        """KILL whatever any terminal started that is still alive: started while its session
+        was ending, or out of every session (a daemon). A few passes: one may start another."""
+        for _ in range(5):
+            left = await asyncio.to_thread(session_members, None, f"{self._tag}.")
+            if not left:
+                return
+            log.info("ending %d process(es) the terminals left behind", len(left))
+            signal_members(0, left, signal.SIGKILL)
+            await asyncio.sleep(0.05)
 
     async def create(self, label: str | None = None, cols: int = 80, rows: int = 24) -> Session:
         if self._closing:
@@ -634,13 +661,16 @@ class SessionManager:
         self._created += 1
         label = clean_label(label) if label is not None else f"Terminal {self._created}"
         self._starting += 1  # holds a slot while the shell starts, so the limit can't be overshot
+        session_id = secrets.token_urlsafe(12)
+        marker = f"{self._tag}.{session_id}"
         try:
-            process, master_fd = await _start(self._command, self._cwd, self._env, clamp_size(cols), clamp_size(rows),
+            env = {**self._env, MARKER_VARIABLE: marker}
+            process, master_fd = await _start(self._command, self._cwd, env, clamp_size(cols), clamp_size(rows),
                                               self._oom_score_adj)
         finally:
             self._starting -= 1
         session = Session(
-            secrets.token_urlsafe(12),
+            session_id,
             label,
             process,
             master_fd,
@@ -648,6 +678,7 @@ class SessionManager:
             kill_grace=self._kill_grace,
             on_end=self._forget,
             on_clients_changed=self._clients_changed,
+            marker=marker,
             backlog_limit=self._backlog_limit,
             stall_seconds=self._stall_seconds,
         )
@@ -656,6 +687,48 @@ class SessionManager:
         self._clients_changed(session)
         self._notify()
         return session
+
+    def has_stand_in(self, lost_id: object) -> bool:
+        """Whether ``lost_id`` is live or already has a stand-in started or starting."""
+        if not isinstance(lost_id, str):
+            return False
+        known = self._replacements.get(lost_id)
+        running = known is not None and not (known.done() and (known.exception() or known.result().closed))
+        return lost_id in self._sessions or running
+
+    async def replacement(
+        self, lost_id: str, label: str | None = None, cols: int = 80, rows: int = 24
+    ) -> tuple[Session, bool]:
+        """The session that stands in for ``lost_id`` (a session this server does not have,
+        typically one of the server before a restart): started by the first caller, the same
+        one for every later caller while it runs. Returns (session, whether it was started now).
+        A live ``lost_id`` is its own stand-in."""
+        if not isinstance(lost_id, str) or not 0 < len(lost_id) <= MAX_SESSION_ID_LENGTH:
+            raise ValueError(f"replaces must be a session id (1 to {MAX_SESSION_ID_LENGTH} characters)")
+        live = self._sessions.get(lost_id)
+        if live is not None:
+            return live, False
+        known = self._replacements.get(lost_id)
+        if known is not None:
+            session = await asyncio.shield(known)
+            if not session.closed:
+                self._replacements.move_to_end(lost_id)
+                return session, False
+        # First to ask (or its stand-in has ended since): start one, and let the others wait for it.
+        starting: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._replacements[lost_id] = starting
+        while len(self._replacements) > REMEMBERED_REPLACEMENTS:
+            self._replacements.popitem(last=False)
+        try:
+            session = await self.create(label=label, cols=cols, rows=rows)
+        except BaseException as e:
+            if self._replacements.get(lost_id) is starting:
+                del self._replacements[lost_id]
+            starting.set_exception(e)
+            starting.exception()  # retrieved: waiters re-raise it, and no one else must
+            raise
+        starting.set_result(session)
+        return session, True
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from coda_aio import __version__
+from coda_aio.routes import access as access_routes
 from coda_aio.routes import credentials as credential_routes
 from coda_aio.routes import setup as setup_routes
 from coda_aio.routes import terminal as terminal_routes
@@ -44,9 +45,11 @@ from coda_aio.routes import persistence as restart_persistence
 from coda_aio.routes import files as file_transfer  # issue 12: files in and out of terminals
 from coda_aio.pty_bridge import SessionManager
 from coda_aio.routes import capacity  # issue 23: memory admission, OOM kills, /health degraded
+from coda_aio.terminal.reaper import orphan_reaper_ctx
 from coda_aio.terminal.environment import terminal_env
 from coda_aio.rotator import Rotator
 from coda_aio.agents.setup import SetupRunner, agent_install_steps
+from coda_aio.credentials import service_principal
 from coda_aio.credentials.token_store import TokenStore
 from coda_aio.access.web_access import WebAccess, local_access_middlewares
 from coda_aio.web_json import json_error
@@ -160,6 +163,16 @@ async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         app[WORKSPACE] = Workspace(settings.host, session, timeout=settings.workspace_timeout)
     yield
     await session.close()
+
+
+async def service_principal_sdk_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With a service principal the SDK is used from several threads from the first second on:
+    imported here, on the loop's thread before any of them starts (it takes about 2 s, once,
+    before the port is served)."""
+    settings = app[SETTINGS]
+    if settings.client_id and settings.client_secret:
+        service_principal.load_sdk()
+    yield
 
 
 async def owner_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -329,8 +342,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETUP] = SetupRunner(steps)
 
     app.cleanup_ctx.extend(
-        [http_client_ctx, owner_ctx, sessions_ctx, capacity.capacity_ctx, proxy_ctx, agent_configs_ctx,
-         sign_in_profile_ctx, local_sign_in_ctx,
+        [orphan_reaper_ctx, service_principal_sdk_ctx, http_client_ctx, owner_ctx, sessions_ctx,
+         capacity.capacity_ctx, proxy_ctx, agent_configs_ctx, sign_in_profile_ctx, local_sign_in_ctx,
          token_persistence_ctx,  # before the rotator: gives it its boot hook
          rotator_ctx, setup_ctx, project_sync_ctx,
          file_transfer.file_transfer_ctx]
@@ -340,6 +353,7 @@ def create_app(settings: Settings) -> web.Application:
     tokens.subscribe(lambda state: app[SESSIONS].broadcast({"type": "token", "state": state}))
 
     app.router.add_get("/health", health)
+    access_routes.add_routes(app)
     credential_routes.add_routes(app)
     terminal_routes.add_routes(app, heartbeat=settings.ws_heartbeat)
     setup_routes.add_routes(app)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
+
+# How long a JSON body (a few KiB at most) may take to arrive once its headers have: a client
+# that stops halfway must not hold a connection and a handler for good.
+BODY_TIMEOUT = 10.0
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -18,7 +23,13 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict:
     """The body as a JSON object; raises a 400 with a message for anything else."""
-    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=json.dumps({"error": f"The request body did not arrive within {BODY_TIMEOUT:g} s."}),
+            content_type="application/json") from None
     if not raw.strip():
         if allow_empty:
             return {}

@@ -1,73 +1,50 @@
 """Keep the credentials the process starts with out of reach of the shells it runs.
 
-Every terminal runs as the same user as the server, and a process of the same user may
-read ``/proc/<pid>/environ`` (the kernel's copy of the environment the server started
-with: removing a variable from ``os.environ`` does not touch it) and ``/proc/<pid>/mem``.
-So, at startup:
+Every terminal runs as the same user as the server, and a process of the same user may read
+``/proc/<pid>/environ`` (the kernel's copy of the environment the process started with:
+removing a variable from ``os.environ`` does not touch it), ``/proc/<pid>/mem`` and every
+descriptor under ``/proc/<pid>/fd``. So ``take_secrets`` runs first of all, from
+``__main__``, before the app, argparse or aiohttp are imported (``python -I -m coda_aio``:
+nothing is imported from the working directory, a user site folder or PYTHON* variables):
 
-1. ``reexec_without_secrets``: when the environment holds a credential (see
-   ``config.is_secret_env``), the process writes those variables into a pipe and replaces
-   itself (``execve``, same pid) with the same command line and an environment without
-   them. The new image reads them back from the pipe, whose number it finds in
-   ``CODA_SECRETS_FD``; ``/proc/<pid>/environ`` now shows only the clean environment.
-2. ``make_undumpable``: ``prctl(PR_SET_DUMPABLE, 0)``. The kernel then lets no process
-   without CAP_SYS_PTRACE (so none of the terminals) open this process's ``mem``,
-   ``environ`` or ``maps``, or attach a debugger to it. Children get the flag back when they
-   exec a program, so shells and agents are unaffected.
+1. ``prctl(PR_SET_DUMPABLE, 0)``: from here on no process without CAP_SYS_PTRACE (so none of
+   the terminals) may open this process's ``environ``, ``mem``, ``maps`` or ``fd``, or attach a
+   debugger. Children get the flag back when they exec a program, so shells are unaffected.
+2. The credentials (``secret_env``) are taken out of ``os.environ`` and overwritten in place
+   (names and values) in the kernel's copy, so even a privileged reader finds zeros there.
+
+No re-exec and no pipe: the process keeps its pid and its name, and the secret never sits in
+a descriptor. What remains is the interpreter's own start-up (tens of milliseconds, before
+any line of coda_aio runs) during which the environment is the one the process was given:
+see docs/security.md.
+
+Imports: the standard library's ``os`` and ``ctypes`` only, and two modules that import
+nothing else, so that this runs before any other module is loaded.
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
 import os
-import sys
-from typing import MutableMapping
 
-from coda_aio.config import is_secret_env
 from coda_aio.prctl import prctl
+from coda_aio.secret_env import is_secret_env
 
-FD_VARIABLE = "CODA_SECRETS_FD"
 PR_SET_DUMPABLE = 4
-# A pipe holds at least this much without a reader; the credentials are a few hundred bytes.
-PIPE_CAPACITY = 64 * 1024
 
 
-def reexec_without_secrets(environ: MutableMapping[str, str] | None = None) -> None:
-    """Re-execute this command without the credentials in its environment; returns only
-    when there is nothing to hide (no credential, or this is already the clean image)."""
-    environ = os.environ if environ is None else environ
-    secrets = {name: value for name, value in environ.items() if is_secret_env(name)}
-    if not secrets or FD_VARIABLE in environ:
-        return
-    payload = json.dumps(secrets).encode()
-    if len(payload) >= PIPE_CAPACITY:
-        raise RuntimeError("the credential variables are too large to hand over (over 64 KiB)")
-    read_end, write_end = os.pipe()
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(write_end, view) :]
-    os.close(write_end)
-    os.set_inheritable(read_end, True)  # the only descriptor the new image inherits on purpose
-    clean = {name: value for name, value in environ.items() if not is_secret_env(name)}
-    clean[FD_VARIABLE] = str(read_end)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # sys.orig_argv is the command line as given (``-m coda_aio``, a script, interpreter flags).
-    # /proc/self/exe is the very binary that runs now, even where its directory is not
-    # searchable by this user; argv[0] stays sys.executable, which keeps a virtualenv in use.
-    binary = "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
-    os.execve(binary, [sys.executable, *sys.orig_argv[1:]], clean)
-
-
-def receive_secrets(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """In the clean image: the credentials the previous one handed over (empty when none)."""
-    environ = os.environ if environ is None else environ
-    fd = environ.pop(FD_VARIABLE, None)
-    if fd is None:
-        return {}
-    with os.fdopen(int(fd), "rb") as pipe:  # closed here, so no child inherits it
-        secrets = json.loads(pipe.read())
-    return {str(name): str(value) for name, value in secrets.items() if is_secret_env(str(name))}
+def take_secrets() -> dict[str, str]:
+    """Non-dumpable first, then every credential out of the environment (``os.environ`` and the
+    kernel's copy); returns them. Safe to call again: the second call finds none."""
+    make_undumpable()
+    secrets = {name: value for name, value in os.environ.items() if is_secret_env(name)}
+    if secrets:
+        initial = _initial_entries(set(secrets))
+        for name in secrets:
+            del os.environ[name]  # unlinks them from libc's environ too: children never see them
+        for address, length in initial:
+            ctypes.memset(address, 0, length)
+    return secrets
 
 
 def make_undumpable() -> None:
@@ -76,3 +53,23 @@ def make_undumpable() -> None:
     errno = prctl(PR_SET_DUMPABLE, 0)
     if errno:
         raise OSError(errno, f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(errno)}")
+
+
+def _initial_entries(names: set[str]) -> list[tuple[int, int]]:
+    """Where the ``NAME=value`` strings of ``names`` are, as libc's ``environ`` points at them:
+    at start-up those are the very bytes ``/proc/<pid>/environ`` shows, so zeroing them (name
+    and value) leaves nothing there. (``os.environ`` deletions alone only unlink the pointers.)"""
+    try:
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+    except (OSError, ValueError, AttributeError):
+        return []  # not a libc with an ``environ`` symbol: nothing more can be done
+    found = []
+    index = 0
+    while environ[index]:
+        address = environ[index]
+        entry = ctypes.string_at(address)
+        name, equals, _value = entry.partition(b"=")
+        if equals and name.decode(errors="replace") in names:
+            found.append((address, len(entry)))
+        index += 1
+    return found

@@ -31,7 +31,7 @@ KEY_FILE = "web-token"
 KEY_PREFIX = "coda-web-"
 # Reachable without the key (locally) or the owner's identity (App mode): health probes carry
 # no credentials and learn nothing secret.
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/api/server-proof"})
 # The key is reused across restarts, so the cookie may outlive one browser session.
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
@@ -62,6 +62,18 @@ class WebAccess:
     @cached_property
     def cookie_value(self) -> str:
         return cookie_value(self.key)
+
+    @cached_property
+    def page_verifier(self) -> str:
+        """Given to the page (behind the key): with it the page checks, after losing the
+        connection, that whatever answers on the port now holds the key, before it sends a
+        cookie there (a port squatter would get it). It lets no one in: it is not the cookie."""
+        return hmac.new(self.key.encode(), b"coda page verifier", hashlib.sha256).hexdigest()
+
+    def proof(self, nonce: str) -> str:
+        """This server's answer to the page's challenge ``nonce``: only a holder of the key can
+        compute it, and the page checks it with its verifier."""
+        return hmac.new(self.page_verifier.encode(), b"coda proof\0" + nonce.encode(), hashlib.sha256).hexdigest()
 
     @property
     def start_url(self) -> str:

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 USER_AGENT = "coda_aio"
 
 
+def load_sdk() -> None:
+    """Imports databricks-sdk (and its errors) once, before any thread needs it: its modules
+    import one another, and two threads importing them at once (the owner lookup and the
+    secret-scope read at boot) can meet in a ``_DeadlockError``."""
+    import databricks.sdk  # noqa: F401
+    import databricks.sdk.errors  # noqa: F401
+
+
 def _client(settings: Settings) -> "WorkspaceClient":
     # Imported on first use: the SDK takes about 2 s to import and only App mode needs it.
     from databricks.sdk import WorkspaceClient

@@ -22,6 +22,20 @@ from coda_aio.file_transfer.names import candidates
 
 # Past this many taken names something else is wrong (a full folder of one name): give up.
 MAX_NAME_TRIES = 10_000
+# What an upload is written as until it is published (the name of save_upload's temp file).
+PART_PREFIX, PART_SUFFIX = ".upload-", ".part"
+
+
+def sweep_leftovers(folder: Path) -> int:
+    """Removes the temp files of uploads cut short by a crash (a SIGKILL skips every cleanup);
+    run at startup, before any upload can be under way. Returns how many there were."""
+    try:
+        leftovers = [path for path in folder.glob(f"{PART_PREFIX}*{PART_SUFFIX}") if path.is_file()]
+    except OSError:
+        return 0
+    for path in leftovers:
+        discard(path)
+    return len(leftovers)
 
 
 class UploadTooLarge(Exception):
@@ -35,7 +49,7 @@ async def save_upload(folder: Path, name: str, chunks: AsyncIterable[bytes], max
     ``max_bytes`` (UploadTooLarge beyond, nothing kept); returns its path and size."""
     await aiofiles.os.makedirs(folder, mode=0o700, exist_ok=True)
     # mkstemp underneath: created 0600, with a name no one else can have chosen.
-    async with aiofiles.tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", suffix=".part", delete=False) as f:
+    async with aiofiles.tempfile.NamedTemporaryFile(dir=folder, prefix=PART_PREFIX, suffix=PART_SUFFIX, delete=False) as f:
         tmp = Path(f.name)
         try:
             size = 0

@@ -22,12 +22,12 @@ from aiohttp import hdrs, web
 from coda_aio.routes.app_keys import SETTINGS
 from coda_aio.config import Settings
 from coda_aio.access.origin import origin_allowed
-from coda_aio.web_json import json_error
+from coda_aio.web_json import BODY_TIMEOUT, json_error
 from coda_aio.file_transfer import download_spool
 from coda_aio.file_transfer.download_spool import DownloadRefused
 from coda_aio.file_transfer.command import DOWNLOAD_TTL_SECONDS, install_command, spool_dir
 from coda_aio.file_transfer.names import safe_name
-from coda_aio.file_transfer.uploads import UploadTooLarge, save_upload
+from coda_aio.file_transfer.uploads import UploadTooLarge, save_upload, sweep_leftovers
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
@@ -50,8 +50,10 @@ async def file_transfer_config(request: web.Request) -> web.Response:
 
 
 async def file_transfer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Installs (refreshes) ``coda-download`` and clears stale spool entries at startup."""
+    """Installs (refreshes) ``coda-download`` and clears stale spool entries and the parts of
+    uploads a crash cut short, at startup."""
     await asyncio.to_thread(install_command, app[SETTINGS])
+    await asyncio.to_thread(sweep_leftovers, uploads_dir(app[SETTINGS]))
     yield
 
 
@@ -66,14 +68,29 @@ async def upload(request: web.Request) -> web.Response:
         return _too_large()
     folder = uploads_dir(request.app[SETTINGS])
     try:
-        path, size = await save_upload(folder, safe_name(raw_name), request.content.iter_chunked(CHUNK_BYTES),
+        path, size = await save_upload(folder, safe_name(raw_name), _arriving(request.content.iter_chunked(CHUNK_BYTES)),
                                        MAX_UPLOAD_BYTES)
     except UploadTooLarge:
         return _too_large()
+    except TimeoutError:
+        return json_error(408, f"The upload stopped: no bytes for {BODY_TIMEOUT:g} s. Nothing was saved.")
     except OSError as e:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         return json_error(507 if full else 500, f"Could not save the upload in {folder}: {e.strerror or e}")
     return web.json_response({"path": str(path), "name": path.name, "size": size}, status=201)
+
+
+async def _arriving(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks``, each within BODY_TIMEOUT of the last: a client that stops sending must not
+    hold a handler and a temp file for good (TimeoutError; save_upload then keeps nothing)."""
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        yield chunk
 
 
 def _too_large() -> web.Response:

@@ -75,11 +75,18 @@ async def create_session(request: web.Request) -> web.Response:
             raise _BadRequest("label must be a string")
         cols = _size(body, "cols", 80)
         rows = _size(body, "rows", 24)
+        replaces = body.get("replaces")
         await request.app[ROTATOR].confirm()  # a dead token turns invalid: terminals ask for a new one
+        sessions = request.app[SESSIONS]
         capacity = request.app.get(CAPACITY)
-        if capacity is not None:
-            await capacity.admit()
-        session = await request.app[SESSIONS].create(label=label, cols=cols, rows=rows)
+        if capacity is not None and (replaces is None or not sessions.has_stand_in(replaces)):
+            await capacity.admit()  # a stand-in that already runs takes no more memory
+        if replaces is None:
+            session, created = await sessions.create(label=label, cols=cols, rows=rows), True
+        else:
+            # A page whose session was lost (a restart): every page asking for the same lost
+            # session gets the same new one, so each lost shell is replaced exactly once.
+            session, created = await sessions.replacement(replaces, label=label, cols=cols, rows=rows)
     except (_BadRequest, ValueError) as e:
         return json_error(400, str(e))
     except MemoryShortError as e:
@@ -88,7 +95,7 @@ async def create_session(request: web.Request) -> web.Response:
         return json_error(429, str(e))
     except SessionStartError as e:
         return json_error(503, str(e))
-    return web.json_response({"id": session.id}, status=201)
+    return web.json_response({"id": session.id, "label": session.label}, status=201 if created else 200)
 
 
 async def rename_session(request: web.Request) -> web.Response:

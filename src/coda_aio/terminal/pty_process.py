@@ -1,7 +1,12 @@
-"""Processes on pseudo-terminals: starting one, sizing its window, signalling its whole session.
+"""Processes on pseudo-terminals: starting one, sizing its window, signalling all it started.
 
 Under job control every background job of a shell gets its own process group, so ending a
 terminal means finding every process of the shell's session (from /proc), not one group.
+And a process may leave the session too (``setsid -f``, a daemon's double fork, an agent's
+own server): each terminal's environment carries a marker (``MARKER_VARIABLE``) that every
+process it starts inherits, and a process of this user that carries it is the terminal's
+wherever it went. (What clears its own environment and leaves the session escapes: see
+docs/security.md. Orphans are re-parented to coda_aio, the subreaper, meanwhile.)
 """
 
 from __future__ import annotations
@@ -74,15 +79,23 @@ def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def session_members(sid: int) -> list[int] | None:
-    """Pids of every live process whose session id is ``sid``; None where /proc is absent."""
+# In every terminal's environment: "<manager tag>.<session id>" (see SessionManager).
+MARKER_VARIABLE = "CODA_TERMINAL"
+
+
+def session_members(sid: int | None, marker: str | None = None) -> list[int] | None:
+    """Pids of every live process whose session id is ``sid`` or whose environment carries
+    ``MARKER_VARIABLE=marker`` (a marker ending in "." matches every marker it begins); None
+    where /proc is absent. Only this user's processes' environments are read."""
     try:
         entries = os.listdir("/proc")
     except OSError:
         return None
+    wanted = None if marker is None else f"{MARKER_VARIABLE}={marker}".encode()
+    me, uid = os.getpid(), os.getuid()
     members = []
     for name in entries:
-        if not name.isdigit():
+        if not name.isdigit() or int(name) == me:
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
@@ -91,18 +104,60 @@ def session_members(sid: int) -> list[int] | None:
             continue
         # The command name may hold spaces and parentheses; the fields after its last ")" do not.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+        if len(fields) <= 3 or fields[0] == b"Z":
+            continue
+        if int(fields[3]) == sid or (wanted is not None and _carries(int(name), wanted, uid)):
             members.append(int(name))
     return members
 
 
-async def signal_session(leader: int, sig: signal.Signals) -> list[int] | None:
-    """Signal every process of the session ``leader`` leads: its own group and each job's group.
+def _carries(pid: int, wanted: bytes, uid: int) -> bool:
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return False  # gone, or not readable (a non-dumpable process: not a terminal's)
+    prefix = wanted.endswith(b".")
+    return any(entry.startswith(wanted) if prefix else entry == wanted for entry in environ.split(b"\0"))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` in the process tree (children, theirs, ...), from /proc.
+    As the child subreaper, coda_aio is the parent of every orphan its terminals left."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, frontier = [], [pid]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
+
+
+async def signal_session(leader: int, sig: signal.Signals, marker: str | None = None) -> list[int] | None:
+    """Signal every process of the session ``leader`` leads (its own group and each job's
+    group) and every process carrying ``marker`` (see ``session_members``).
 
     Returns the processes signalled (None without /proc). The scan of /proc runs in a thread:
     with thousands of processes it takes half a second, which the event loop must not wait.
     """
-    members = await asyncio.to_thread(session_members, leader)
+    members = await asyncio.to_thread(session_members, leader, marker)
     signal_members(leader, members, sig)
     return members
 
