@@ -13,6 +13,7 @@ BENCHES = [
     "bench_proxy.py",
     "bench_page_load.py",
     "bench_project_sync.py",
+    "soak_project_sync.py",
     "bench_file_transfer.py",
     "bench_capacity.py",
     "soak_long.py",

@@ -4,21 +4,21 @@ mirrored to the workspace after each commit and restored, with its history, at b
 from __future__ import annotations
 
 import base64
-import stat
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
 
 from coda_aio.routes.app_keys import OWNER, PROJECT_SYNC, ROTATOR, TOKENS
 from coda_aio.persistence.project_sync import git_repo
-from coda_aio.persistence.project_sync.manifest import Layout, Manifest
+from coda_aio.persistence.project_sync.manifest import FileEntry, Manifest
 from coda_aio.persistence.project_sync.syncer import ProjectSync, refs_signature
 from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
 from coda_aio.credentials.token_store import TokenInfo, TokenStore
 from coda_aio.credentials.workspace import Workspace
 from browser_util import chromium, printed_url, wait_for_state
 from conftest import USER, eventually, serving
+from sync_util import git, history, layout, make_project, newest_manifest, snapshot
 from terminal_client import open_terminal, run_command
 
 OWNER_EMAIL = "owner.person@example.com"
@@ -34,52 +34,6 @@ def git_identity(monkeypatch):
     for who in ("AUTHOR", "COMMITTER"):
         monkeypatch.setenv(f"GIT_{who}_NAME", "Ada")
         monkeypatch.setenv(f"GIT_{who}_EMAIL", USER)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-def make_project(root: Path, name: str = "demo") -> Path:
-    """A repository with history, a branch, a tag, ignored, untracked, modified and executable files."""
-    repo = root / name
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    (repo / ".gitignore").write_text("build/\n*.log\n")
-    (repo / "src").mkdir()
-    (repo / "src" / "app.py").write_text("print('v1')\n")
-    (repo / "notebook.py").write_bytes(b"# Databricks notebook source\nprint(1)\n")  # AUTO would mangle it
-    (repo / "run.sh").write_text("#!/bin/sh\necho run\n")
-    (repo / "run.sh").chmod(0o755)
-    (repo / "data.bin").write_bytes(bytes(range(256)) * 40)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
-    git(repo, "tag", "v1")
-    git(repo, "branch", "feature")
-    (repo / "src" / "app.py").write_text("print('v2')\n")
-    git(repo, "commit", "-q", "-am", "second")
-    (repo / "build").mkdir()
-    (repo / "build" / "out.o").write_bytes(b"ignored")
-    (repo / "debug.log").write_text("ignored too")
-    (repo / "notes.txt").write_text("untracked, not ignored\n")
-    (repo / "src" / "app.py").write_text("print('v3, uncommitted')\n")
-    return repo
-
-
-def snapshot(repo: Path) -> dict[str, tuple[bytes, bool]]:
-    """Every file of the working tree outside .git and the ignored ones: bytes and exec bit."""
-    listed = git(repo, "ls-files", "-z", "-co", "--exclude-standard").split("\0")
-    out = {}
-    for rel in filter(None, listed):
-        path = repo / rel
-        if path.is_file():
-            out[rel] = (path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR))
-    return out
-
-
-def history(repo: Path) -> tuple[str, str, str, str]:
-    return (git(repo, "for-each-ref", "--format=%(objectname) %(refname)"), git(repo, "symbolic-ref", "HEAD"),
-            git(repo, "log", "--all", "--format=%H %s"), git(repo, "status", "--porcelain"))
 
 
 # --- the fake's workspace files API -----------------------------------------------------------
@@ -113,11 +67,13 @@ async def test_fake_workspace_files_api(fake, http):
     status, body = await call(http, fake, "GET", "/api/2.0/workspace/export", token,
                               params={"path": f"{base}/d/raw.py", "format": "RAW"})
     assert status == 200 and base64.b64decode(body["content"]) == nb
-    # The real size limit: 10 MB per import.
-    status, body = await call(http, fake, "POST", "/api/2.0/workspace/import", token,
-                              json={"path": f"{base}/d/big", "format": "RAW", "content": b64(b"x" * (10 * 2**20 + 1)),
-                                    "overwrite": True})
-    assert status == 400 and body["error_code"] == "MAX_NOTEBOOK_SIZE_EXCEEDED"
+    # The real size limit: 10 MB per import, counted on the base64 content (the REST reference):
+    # 7.6 MB of bytes is 10.1 MB encoded, refused.
+    for size in (10 * 2**20 + 1, 7_600_000):
+        status, body = await call(http, fake, "POST", "/api/2.0/workspace/import", token,
+                                  json={"path": f"{base}/d/big", "format": "RAW", "content": b64(b"x" * size),
+                                        "overwrite": True})
+        assert status == 400 and body["error_code"] == "MAX_NOTEBOOK_SIZE_EXCEEDED", size
     status, body = await call(http, fake, "GET", "/api/2.0/workspace/list", token, params={"path": f"{base}/d"})
     assert sorted(o["path"].rsplit("/", 1)[1] for o in body["objects"]) == ["a.txt", "nb", "raw.py"]
     status, body = await call(http, fake, "POST", "/api/2.0/workspace/delete", token, json={"path": f"{base}/d"})
@@ -137,40 +93,65 @@ async def syncer(make_settings, fake, http):
     settings = make_settings(host=fake.url, sync_projects=True, sync_max_file_bytes=64 * 1024, **FAST)
     tokens = TokenStore(settings.databrickscfg_path, settings.profile, settings.host)
     await tokens.set(fake.issue_pat(USER), TokenInfo(user=USER))
-    sync = ProjectSync(settings, tokens)
+    sync = ProjectSync(settings, tokens, gc_grace=0)
     sync.attach(Workspace(settings.host, http, timeout=5.0))
-    return sync
+    yield sync
+    await sync.stop()
 
 
-async def test_sync_sends_only_what_changed_and_respects_gitignore(syncer, fake, home, caplog):
+async def restored_copy(syncer, tmp_path: Path, name: str = "demo") -> Path:
+    """The project as a restore into an empty home brings it back."""
+    home = tmp_path / f"restored-{len(list(tmp_path.glob('restored-*')))}"
+    (home / "projects").mkdir(parents=True)
+    restorer = ProjectSync(syncer._settings.with_changes(home=home), syncer._tokens, gc_grace=0)
+    restorer.attach(Workspace(syncer._host, None))
+    try:
+        await restorer.restore_project(name)
+    finally:
+        await restorer.stop()
+    return home / "projects" / name
+
+
+async def test_sync_sends_only_what_changed_and_respects_gitignore(syncer, fake, home, tmp_path, caplog):
     repo = make_project(home / "projects")
     (repo / "huge.bin").write_bytes(b"\x01" * (64 * 1024 + 1))  # over the (test) size limit
     status = await syncer.sync_project("demo", repo)
-    layout = Layout(USER)
-    mirrored = fake.files.files_under(layout.tree("demo"))
-    expected = {rel: data for rel, (data, _) in snapshot(repo).items() if rel != "huge.bin"}
-    assert mirrored == expected  # byte for byte, notebook header included; nothing ignored
-    assert "build/out.o" not in mirrored and "debug.log" not in mirrored
-    assert status.skipped == ["huge.bin"] and "huge.bin" in caplog.text
-    manifest = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
+    manifest = newest_manifest(fake, USER, "demo")
+    # Committed content comes from the history; only what HEAD lacks is sent as an object:
+    # the untracked notes.txt and the uncommitted src/app.py.
+    stored = {rel for rel, e in manifest.files.items() if e.object}
+    assert stored == {"notes.txt", "src/app.py"}
+    assert "build/out.o" not in manifest.files and "debug.log" not in manifest.files
+    assert list(status.skipped) == ["huge.bin"] and "huge.bin" in caplog.text
     assert manifest.files["run.sh"].executable and not manifest.files["notes.txt"].executable
     assert len(manifest.bundles) == 1
+    expected = {rel: v for rel, v in snapshot(repo).items() if rel != "huge.bin"}
+    assert snapshot(await restored_copy(syncer, tmp_path)) == expected  # byte for byte, notebook header included
 
-    # One more commit changing one file: one upload for it, one bundle part, the manifest.
+    # One more commit changing one file: the file is in the new bundle; one bundle part, the manifest.
     imports = fake.calls["workspace.import_object"]
     (repo / "src" / "app.py").write_text("print('v4')\n")
     git(repo, "commit", "-q", "-am", "third")
     status = await syncer.sync_project("demo", repo)
-    assert status.uploaded == 1 and status.deleted == 0
-    assert fake.calls["workspace.import_object"] - imports == 3
-    manifest = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
-    assert [b.name for b in manifest.bundles] == ["bundle-1", "bundle-2"]  # incremental history
+    assert status.changed == 1 and status.deleted == 0
+    assert fake.calls["workspace.import_object"] - imports == 2
+    manifest = newest_manifest(fake, USER, "demo")
+    assert len(manifest.bundles) == 2  # incremental history
+    assert {rel for rel, e in manifest.files.items() if e.object} == {"notes.txt"}  # the same object, not sent again
 
-    # A deleted file is deleted in the workspace too.
+    # A deleted file is gone from the next manifest (and its object once no manifest needs it).
     (repo / "notes.txt").unlink()
     git(repo, "commit", "-q", "--allow-empty", "-m", "fourth")
     status = await syncer.sync_project("demo", repo)
-    assert status.deleted == 1 and "notes.txt" not in fake.files.files_under(layout.tree("demo"))
+    assert status.deleted == 1 and "notes.txt" not in newest_manifest(fake, USER, "demo").files
+    git(repo, "commit", "-q", "--allow-empty", "-m", "fifth")
+    await syncer.sync_project("demo", repo)
+    names = fake.files.files_under(layout(USER).project("demo"))
+    assert sorted(n for n in names if n.startswith("manifest-")) == ["manifest-00000003.json", "manifest-00000004.json"]
+    needed = {o.path.rsplit("/", 1)[1] for m in (newest_manifest(fake, USER, "demo"),) for o in m.objects.values()}
+    assert {n.split("/")[1].split(".")[0] for n in names if n.startswith("objects/")} >= needed
+    expected = {r: v for r, v in snapshot(repo).items() if r != "huge.bin"}
+    assert snapshot(await restored_copy(syncer, tmp_path)) == expected
 
 
 # --- the whole app: commit, redeploy, everything back ------------------------------------------------
@@ -241,7 +222,7 @@ async def test_redeploy_brings_back_token_and_projects_byte_for_byte(app_setting
         git(restored, "add", "new.txt")
         git(restored, "commit", "-q", "-m", "after")
         await eventually(lambda: synced(app, "demo", restored), timeout=30)
-        assert app_fake.files.read(Layout(OWNER_EMAIL).tree("demo", "new.txt")) == b"after the redeploy\n"
+        assert newest_manifest(app_fake, OWNER_EMAIL, "demo", "coda").files["new.txt"].object is None  # in history
         sid = await open_terminal(http, url, headers=AS_OWNER)
         out = await run_command(http, url, sid, "cd ~/projects/demo && git log --format=%s | head -2", headers=AS_OWNER)
         assert "after" in out and "from-the-terminal" in out
@@ -272,21 +253,27 @@ async def test_a_failing_workspace_api_never_stops_rotation_or_the_terminal(app_
         await eventually(lambda: synced(app, "demo", repo), timeout=150)
 
 
+def plant(fake, user: str, manifest: Manifest, app_name: str | None = None) -> None:
+    """A manifest written into the backup folder by someone else."""
+    lay = layout(user, app_name)
+    fake.files.objects[normalize(lay.root)] = WorkspaceObject("DIRECTORY", 1, 0, 0)
+    fake.files.objects[normalize(lay.project(manifest.project))] = WorkspaceObject("DIRECTORY", 1, 0, 0)
+    fake.files.objects[normalize(lay.manifest(manifest.project, manifest.generation))] = WorkspaceObject(
+        "FILE", 2, 0, 0, manifest.to_bytes())
+
+
 async def test_a_failed_restore_is_retried_and_never_writes_outside_the_project(syncer, fake, home, tmp_path):
     repo = make_project(home / "projects")
     await syncer.sync_project("demo", repo)
-    layout = Layout(USER)
     # A second project whose manifest points outside it: refused, nothing written.
-    evil = Manifest.from_bytes(fake.files.read(layout.manifest("demo")))
-    evil.files = {"../../escaped.txt": next(iter(evil.files.values()))}
-    evil.bundles, evil.refs, evil.head = [], {}, "ref: refs/heads/main"
-    fake.files.objects[normalize(layout.meta("evil"))] = WorkspaceObject("DIRECTORY", 1, 0, 0)
-    fake.files.objects[normalize(layout.manifest("evil"))] = WorkspaceObject("FILE", 2, 0, 0, evil.to_bytes())
+    evil = Manifest("evil", generation=1, files={"../../escaped.txt": FileEntry("0" * 40, 1)},
+                    head="ref: refs/heads/main")
+    plant(fake, USER, evil)
     redeployed = tmp_path / "redeployed"
     (redeployed / "projects").mkdir(parents=True)
     settings = syncer._settings.with_changes(home=redeployed)
     restorer = ProjectSync(settings, syncer._tokens)
-    restorer.attach(syncer._workspace)
+    restorer.attach(Workspace(syncer._host, None))
     fake.fail("workspace.export", 500, times=1)  # the first manifest download fails
     await restorer.start()
     try:
@@ -298,7 +285,7 @@ async def test_a_failed_restore_is_retried_and_never_writes_outside_the_project(
                          and steps()["restore-evil"]["status"] == "failed", timeout=30)
         assert snapshot(redeployed / "projects" / "demo") == snapshot(repo)
         steps = steps()
-        assert steps["restore-evil"]["status"] == "failed" and "outside" in steps["restore-evil"]["error"]
+        assert steps["restore-evil"]["status"] == "failed" and "outside the project" in steps["restore-evil"]["error"]
     finally:
         await restorer.stop()
     assert not list(tmp_path.rglob("escaped.txt"))
@@ -340,3 +327,48 @@ async def test_a_bundle_git_cannot_write_is_an_error_not_nothing_new(tmp_path):
     assert await git_repo.create_bundle(repo, tmp_path / "none.bundle", tips) is False  # nothing new
     with pytest.raises(git_repo.GitError):
         await git_repo.create_bundle(repo, tmp_path / "no-such-folder" / "x.bundle", [])
+
+
+async def test_the_status_bar_says_when_an_old_backup_was_kept(make_settings, fake, http, home):
+    settings = make_settings(host=fake.url, sync_projects=True, **FAST)
+    async with serving(settings) as (url, app), chromium() as browser:
+        async with http.post(f"{url}/api/configure-pat", json={"token": fake.issue_pat(USER)}) as r:
+            assert r.status == 200, await r.text()
+        repo = make_project(home / "projects")
+        await eventually(lambda: synced(app, "demo", repo), timeout=30)
+        # The project is replaced by another repository with the same name and none of its
+        # commits (and no record of the backup, as after a failed restore).
+        shutil.rmtree(repo)
+        (home / ".coda" / "project-sync" / "demo.json").unlink()
+        app[PROJECT_SYNC]._signatures.pop("demo")
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "commit", "-q", "--allow-empty", "-m", "unrelated")
+        await eventually(lambda: (home / "projects" / "demo.kept-1").exists(), timeout=30)
+        page = await (await browser.new_context()).new_page()
+        await page.goto(printed_url(url))
+        item = page.locator("#status-sync-warning")
+        await item.wait_for(state="visible", timeout=10_000)
+        assert await item.inner_text() == "Old backup kept"
+        assert "demo.kept-1" in await item.get_attribute("title")
+        await page.context.close()
+
+
+async def test_a_long_history_folds_its_recent_bundles_instead_of_sending_everything_again(syncer, fake, home, tmp_path):
+    repo = make_project(home / "projects")
+    (repo / "large.bin").write_bytes(bytes(range(256)) * 4096 * 4)  # 4 MiB, committed once
+    git(repo, "add", "large.bin")
+    git(repo, "commit", "-q", "-m", "large")
+    await syncer.sync_project("demo", repo)
+    first = newest_manifest(fake, USER, "demo").bundles[0]
+    for i in range(12):
+        (repo / f"small-{i}.txt").write_text(f"commit {i}\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"small {i}")
+        status = await syncer.sync_project("demo", repo)
+        assert status.bytes_sent < 1024 * 1024, i  # never the large history again
+        manifest = newest_manifest(fake, USER, "demo")
+        assert manifest.bundles[0] == first and len(manifest.bundles) <= 8
+    assert len(manifest.bundles) < 12  # folded on the way
+    restored = await restored_copy(syncer, tmp_path)
+    assert history(restored) == history(repo) and snapshot(restored) == snapshot(repo)

@@ -1,5 +1,7 @@
 // The status line at the bottom: connection of the visible tab, who is signed in, when the
-// token rotates next, and (in App mode) the owner check. It only renders what the app tells it.
+// token rotates next, (in App mode) the owner check, and project sync's warnings (an old
+// backup kept aside, files a restore could not bring back). It only renders what the app
+// tells it.
 
 import { STATE } from './terminal_tab.js';
 
@@ -35,6 +37,7 @@ export class StatusBar {
     // While coda_aio is unreachable the account it last reported may no longer be true.
     this.serverDown = false;
     this.lastAccount = null;
+    this.syncWarning = null;
   }
 
   setServerDown(down) {
@@ -126,6 +129,29 @@ export class StatusBar {
     const appMode = health && health.mode === 'app';
     this.mode.hidden = !appMode;
     if (appMode) this.mode.textContent = `App mode · owner check: ${describeOwnerCheck(health.owner_check)}`;
+    this.showSyncWarnings(health && health.project_sync ? health.project_sync.warnings : null);
+  }
+
+  // Never silent: an old backup kept as its own project, files not restored, a forgotten project.
+  // The whole message is the item's title; clicking it shows it too.
+  showSyncWarnings(warnings) {
+    const list = Array.isArray(warnings) ? warnings : [];
+    if (!this.syncWarning) {
+      if (list.length === 0) return;
+      this.syncWarning = document.createElement('button');
+      this.syncWarning.type = 'button';
+      this.syncWarning.id = 'status-sync-warning';
+      this.syncWarning.className = 'status-item status-button';
+      this.syncWarning.addEventListener('click', () => window.alert(this.syncWarning.title));
+      this.rotation.after(this.syncWarning);
+    }
+    this.syncWarning.hidden = list.length === 0;
+    const kept = list.filter((w) => w.kind === 'kept').length;
+    this.syncWarning.textContent = kept === list.length
+      ? `Old backup kept${kept > 1 ? ` (${kept})` : ''}`
+      : `Project sync: ${list.length} warning${list.length > 1 ? 's' : ''}`;
+    this.syncWarning.title = list.map((w) => w.message).join('\n\n');
+    this.syncWarning.dataset.kind = 'warn';
   }
 
   // The container's memory (issue 23): a warning once one more terminal would not fit.

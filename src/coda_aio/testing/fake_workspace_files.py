@@ -1,7 +1,8 @@
 """The workspace files API of the fake workspace (``/api/2.0/workspace/...``), with real limits.
 
 - ``mkdirs`` creates every missing parent; a file in the way is ``RESOURCE_ALREADY_EXISTS``.
-- ``import`` takes base64 ``content`` of at most 10 MB (decoded) else 400
+- ``import`` takes base64 ``content`` of at most 10 MB, counted on the *encoded* request as
+  the REST reference states it (10,000,000 bytes: the stricter reading), else 400
   ``MAX_NOTEBOOK_SIZE_EXCEEDED``; the parent folder must exist (404); an existing object
   without ``overwrite`` is ``RESOURCE_ALREADY_EXISTS``. ``format``: ``RAW`` (or ``AUTO`` for a
   plain file) keeps a file byte for byte; ``AUTO`` turns a source file that starts with the
@@ -14,15 +15,29 @@
 
 Route names start with ``workspace.``, so ``fake.fail("workspace")`` breaks every call here.
 Paths are stored normalised without the ``/Workspace`` prefix, which the API accepts too.
+
+Faults of its own, for walking a sync or a restore step by step (``fake.files``):
+
+- ``fail_call(n, kind)``: the n-th call to this API from now (1: the next) answers 500, 503,
+  hangs until ``clear_faults``, or drops the connection; ``times`` more calls after it too
+  (None: every call from the n-th on, an outage);
+- ``on_call``: called with (call number, route, path) before each call is answered (a test
+  cancels a task there, the soak kills the app);
+- ``slow_link(bytes_per_second)``: request bodies are read and answers written at that rate;
+- ``call_log``: (number, route, path) of each call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
+import json
 import posixpath
+import socket
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Callable, Literal
 
 from aiohttp import web
 
@@ -30,6 +45,8 @@ from aiohttp import web
 from coda_aio.testing.fake_workspace import ApiError, FakeWorkspace
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
+MAX_ENCODED_CONTENT = 10_000_000
+FAULT_KINDS = ("500", "503", "hang", "reset")
 NOTEBOOK_HEADERS = {
     ".py": (b"# Databricks notebook source", "PYTHON"),
     ".scala": (b"// Databricks notebook source", "SCALA"),
@@ -59,11 +76,123 @@ def normalize(path: object) -> str:
     return path
 
 
+@dataclass
+class CallFault:
+    at: int  # the call number it starts at
+    kind: str
+    times: int | None  # calls it lasts; None: until clear_faults()
+
+
 class FakeWorkspaceFiles:
     def __init__(self, workspace: FakeWorkspace):
         self._ws = workspace
         self._next_id = 1000
         self.objects: dict[str, WorkspaceObject] = {"/": self._new("DIRECTORY"), "/Users": self._new("DIRECTORY")}
+        self.call_count = 0
+        self.call_log: list[tuple[int, str, str]] = []
+        self.on_call: Callable[[int, str, str], Any] | None = None
+        self.faults_injected = 0
+        self._faults: list[CallFault] = []
+        self._release = asyncio.Event()
+        self._rate: float | None = None
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def fail_call(self, nth: int, kind: str = "500", *, times: int | None = 1) -> None:
+        """The ``nth`` call from now (1: the next) fails as ``kind``, and ``times`` - 1 after it."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS}")
+        self._faults.append(CallFault(self.call_count + nth, kind, times))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._release.set()
+        self._release = asyncio.Event()
+
+    def slow_link(self, bytes_per_second: float | None) -> None:
+        self._rate = bytes_per_second
+
+    def snapshot(self) -> dict[str, WorkspaceObject]:
+        return dict(self.objects)
+
+    def restore_snapshot(self, objects: dict[str, WorkspaceObject]) -> None:
+        self.objects = dict(objects)
+
+    def _guarded(self, route: str, handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            self.call_count += 1
+            number = self.call_count
+            self.call_log.append((number, route, request.query.get("path") or ""))
+            if self.on_call is not None:
+                result = self.on_call(number, route, request.path)
+                if asyncio.iscoroutine(result):
+                    await result
+            if self._rate is not None and request.transport is not None:
+                # A slow link holds the bytes on the sender's side: a small receive buffer
+                # here, so loopback's megabytes of buffer do not swallow a whole body at once.
+                sock = request.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+            fault = next((f for f in self._faults if number >= f.at and (f.times is None or number < f.at + f.times)),
+                         None)
+            if fault is not None:
+                self.faults_injected += 1
+                if fault.kind == "hang":
+                    await self._release.wait()
+                    raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The request was released without an answer.")
+                if fault.kind == "reset":
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return web.Response(status=500)
+                raise ApiError(int(fault.kind), "INTERNAL_ERROR" if fault.kind == "500" else "TEMPORARILY_UNAVAILABLE",
+                               f"Injected failure ({fault.kind}) at files call {number}.")
+            return await handler(request)
+        return guarded
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The JSON body, read at the slow link's rate when there is one."""
+        if self._rate is None:
+            return await self._ws._json_body(request)
+        chunks = []
+        pace = self._pace()
+        while chunk := await request.content.read(16 * 1024):
+            chunks.append(chunk)
+            await pace(len(chunk))
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "MALFORMED_REQUEST", "Could not parse request object: invalid JSON.") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "MALFORMED_REQUEST", "Could not parse request object: expected a JSON object.")
+        return body
+
+    async def _send(self, request: web.Request, data: bytes, content_type: str) -> web.StreamResponse:
+        if self._rate is None:
+            return web.Response(body=data, content_type=content_type)
+        response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(len(data))})
+        await response.prepare(request)
+        pace = self._pace()
+        for start in range(0, len(data), 16 * 1024):
+            await response.write(data[start:start + 16 * 1024])
+            await pace(min(16 * 1024, len(data) - start))
+        await response.write_eof()
+        return response
+
+    def _pace(self) -> Callable[[int], Any]:
+        """Sleeps so that the bytes counted so far take as long as the link's rate says."""
+        loop = asyncio.get_running_loop()
+        started, moved = loop.time(), 0
+
+        async def pace(n: int) -> None:
+            nonlocal moved
+            moved += n
+            assert self._rate is not None
+            await asyncio.sleep(max(0.0, started + moved / self._rate - loop.time()))
+        return pace
 
     # --- inspection, for tests -------------------------------------------------------------
 
@@ -79,7 +208,9 @@ class FakeWorkspaceFiles:
     # --- routes ----------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        add = app.router.add_route
+        def add(method: str, path: str, handler: Callable, name: str) -> None:
+            app.router.add_route(method, path, self._guarded(name, handler), name=name)
+
         add("POST", "/api/2.0/workspace/mkdirs", self._mkdirs, name="workspace.mkdirs")
         add("POST", "/api/2.0/workspace/import", self._import, name="workspace.import_object")
         add("GET", "/api/2.0/workspace/export", self._export, name="workspace.export")
@@ -114,7 +245,7 @@ class FakeWorkspaceFiles:
 
     async def _mkdirs(self, request: web.Request) -> web.Response:
         self._ws._authenticate(request)
-        body = await self._ws._json_body(request)
+        body = await self._body(request)
         path = normalize(body.get("path"))
         parts = [p for p in path.split("/") if p]
         current = ""
@@ -130,18 +261,22 @@ class FakeWorkspaceFiles:
 
     async def _import(self, request: web.Request) -> web.Response:
         self._ws._authenticate(request)
-        body = await self._ws._json_body(request)
+        if (request.content_length or 0) > MAX_ENCODED_CONTENT + 4096:
+            raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED",
+                           f"The request is {request.content_length} bytes; content is limited to 10 MB.")
+        body = await self._body(request)
         path = normalize(body.get("path"))
         fmt = body.get("format") or "SOURCE"
         if fmt not in FORMATS:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid format {fmt!r}.")
+        encoded = str(body.get("content") or "")
+        if len(encoded) > MAX_ENCODED_CONTENT:
+            raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED",
+                           f"The content is {len(encoded)} bytes of base64, exceeded max size (10 MB).")
         try:
-            content = base64.b64decode(str(body.get("content") or ""), validate=True)
+            content = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "content must be base64.") from None
-        if len(content) > MAX_IMPORT_BYTES:
-            raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED",
-                             f"File size imported is ({len(content)} bytes), exceeded max size ({MAX_IMPORT_BYTES} bytes)")
         object_type, language = "FILE", None
         stem, ext = posixpath.splitext(path)
         header = NOTEBOOK_HEADERS.get(ext.lower())
@@ -179,9 +314,10 @@ class FakeWorkspaceFiles:
         if len(obj.content) > MAX_IMPORT_BYTES:
             raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED", "The exported data exceeds the size limit.")
         if request.query.get("direct_download", "").lower() == "true":
-            return web.Response(body=obj.content, content_type="application/octet-stream")
+            return await self._send(request, obj.content, "application/octet-stream")
         file_type = posixpath.splitext(path)[1].lstrip(".")
-        return web.json_response({"content": base64.b64encode(obj.content).decode(), "file_type": file_type})
+        answer = {"content": base64.b64encode(obj.content).decode(), "file_type": file_type}
+        return await self._send(request, json.dumps(answer).encode(), "application/json")
 
     async def _list(self, request: web.Request) -> web.Response:
         self._ws._authenticate(request)
@@ -201,7 +337,7 @@ class FakeWorkspaceFiles:
 
     async def _delete(self, request: web.Request) -> web.Response:
         self._ws._authenticate(request)
-        body = await self._ws._json_body(request)
+        body = await self._body(request)
         path = normalize(body.get("path"))
         obj = self._get(path)
         prefix = path.rstrip("/") + "/"

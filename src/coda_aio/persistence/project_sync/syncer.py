@@ -1,5 +1,5 @@
 """The project sync task: restore what the workspace has and ``~/projects`` lacks, then
-watch every repository and upload what changed after each commit.
+watch every repository and sync it after each commit; answer ``coda-sync``.
 
 Why a watcher and not a git hook: a hook means editing the user's repositories
 (``core.hooksPath`` or ``.git/hooks``), which collides with their own hooks and hook
@@ -9,47 +9,54 @@ and ``.git/packed-refs`` (a stat of a few files every ``CODA_SYNC_POLL_SECONDS``
 nothing in the repositories, sees every way a commit lands, and also catches commits made
 while coda_aio was down (the first look after boot compares with the last sync).
 
-Each sync sends only files whose content (git blob id) or executable bit changed since the
-last manifest, deletes those that are gone, skips files over the size limit with a message,
-and uploads the manifest last. Failures are retried with backoff per project and shown in
-``/health``; they never touch the terminals or the rotation.
+This module is the scheduling: one loop, one project at a time (``forget`` waits for the
+project in hand), retries with backoff per project, and a bounded grace at shutdown for the
+sync in flight. What a sync does is ``sync``; a restore, ``restore``; the workspace side,
+``store``; what is kept on this machine, ``records``. Failures are shown in ``/health`` and
+``/api/project-sync``; they never touch the terminals or the rotation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import posixpath
-import re
 import shutil
-import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Literal
+from typing import Callable, Literal
+
+import aiohttp
 
 from coda_aio.background import cancel_and_wait, sleep_until_woken, task_failure
 from coda_aio.backoff import backoff
 from coda_aio.config import Settings
-from coda_aio.files import write_atomic
 from coda_aio.credentials.token_store import TokenStore
 from coda_aio.credentials.workspace import Workspace, WorkspaceError, WorkspaceUnavailable
-from coda_aio.persistence.project_sync import git_repo
-from coda_aio.persistence.project_sync.manifest import BundleEntry, FileEntry, Layout, Manifest
-from coda_aio.persistence.project_sync.workspace_files import WorkspaceFiles, is_missing
+from coda_aio.persistence.project_sync import command, git_repo, transfers
+from coda_aio.persistence.project_sync.layout import PROJECT_NAME, Layout, app_namespace
+from coda_aio.persistence.project_sync.manifest import Manifest, ManifestError
+from coda_aio.persistence.project_sync.records import LocalRecord, Records
+from coda_aio.persistence.project_sync.restore import RestoreFailed, restore_project
+from coda_aio.persistence.project_sync.store import BackupStore
+from coda_aio.persistence.project_sync.sync import RepositoryChanged, sync_project
+from coda_aio.persistence.project_sync import workspace_files
+from coda_aio.persistence.project_sync.workspace_files import WorkspaceFiles
 
 log = logging.getLogger(__name__)
 
-PARALLEL_CALLS = 8
-BUNDLE_PART_BYTES = 8 * 1024 * 1024  # below the 10 MB import limit
-MAX_BUNDLE_CHAIN = 8  # after this many incremental bundles, start again from a full one
-MAX_BACKOFF = 120.0
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+RETRY_CAP = 120.0  # the longest wait between two tries of a failed sync or restore
+STOP_GRACE = 5.0  # at shutdown, how long a sync in flight may take to finish
+GC_GRACE = 600.0  # an object no manifest names is deleted once this much older than the newest manifest
 
-ProjectState = Literal["pending", "syncing", "synced", "restoring", "restored", "failed"]
+ProjectState = Literal["pending", "syncing", "synced", "restoring", "restored", "failed", "forgotten"]
+FAILURES = (WorkspaceError, git_repo.GitError, OSError, ValueError, RestoreFailed, RepositoryChanged)
+
+
+def retry_delay(failures: int, jitter: bool = True) -> float:
+    """Every retry here (a project's sync, the restore pass, the loop itself) waits this long."""
+    return backoff(failures, RETRY_CAP, base=2.0, jitter=jitter)
 
 
 @dataclass
@@ -59,38 +66,41 @@ class ProjectStatus:
     error: str | None = None
     last_sync: float | None = None
     seconds: float | None = None
-    uploaded: int = 0
+    uploaded: int = 0  # objects sent by the last sync
+    bytes_sent: int = 0
+    changed: int = 0
     deleted: int = 0
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     progress: str | None = None
     failures: int = 0
     retry_at: float = 0.0
 
 
-@dataclass
-class LocalRecord:
-    """``~/.coda/project-sync/<name>.json``: the last manifest uploaded and what the files'
-    stat said then, so an unchanged file is not read again."""
-
-    manifest: Manifest | None = None
-    stats: dict[str, list] = field(default_factory=dict)  # path -> [size, mtime_ns, ino, sha]
-    signature: list | None = None
-
-
 class ProjectSync:
-    def __init__(self, settings: Settings, tokens: TokenStore, *, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, tokens: TokenStore, *, clock: Callable[[], float] = time.time,
+                 gc_grace: float = GC_GRACE, stop_grace: float = STOP_GRACE):
         self._settings = settings
         self._tokens = tokens
         self._clock = clock
+        self._gc_grace = gc_grace
+        self._stop_grace = stop_grace
         self._projects_dir = settings.projects_dir
-        self._records_dir = settings.state_dir / "project-sync"
-        self._workspace: Workspace | None = None
+        self._records = Records(settings.state_dir)
+        self._app = app_namespace(settings.app_name)
+        self._host: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._store_cache: BackupStore | None = None
+        self._pool = transfers.Pool()
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._one_at_a_time = asyncio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._signatures: dict[str, list] = {}
+        self._restore_soon: set[str] = set()  # kept backups: restored at the next turn
         self.projects: dict[str, ProjectStatus] = {}
         self.restore_steps: list[dict] = []
+        self.warnings: dict[str, dict] = {}  # by project: old backups kept, files not restored, forgotten
         self.restored = asyncio.Event()  # the first restore pass is over
         self._restore_retry_at: float | None = None  # when some restores failed: try them again
         self._restore_failures = 0
@@ -104,19 +114,38 @@ class ProjectSync:
     # --- wiring -------------------------------------------------------------------------
 
     def attach(self, workspace: Workspace | None) -> None:
-        self._workspace = workspace
+        """The workspace to sync with (its host; project sync keeps its own connections, so
+        a large upload never queues the rotation's calls)."""
+        self._host = workspace.host if workspace is not None else None
 
     async def start(self) -> None:
-        if not self.enabled or self._workspace is None:
+        if not self.enabled or self._host is None:
             return
         self.state = "waiting"
+        self._stopping = False
+        await asyncio.to_thread(command.install, self._settings)
         self._unsubscribe = self._tokens.subscribe(lambda state: self._wake.set())
         self._task = asyncio.create_task(self._run(), name="coda-project-sync")
 
     async def stop(self) -> None:
+        """Let a sync in flight finish (at most ``stop_grace`` seconds), then stop."""
         if self._unsubscribe:
             self._unsubscribe()
+            self._unsubscribe = None
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._stop_grace)
+            except TimeoutError:
+                log.warning("project sync: a sync was still running %g s after shutdown began; cut short "
+                            "(the previous backup stays whole)", self._stop_grace)
+            except Exception:
+                pass
         await cancel_and_wait(self._task)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
     def task_failure(self) -> str | None:
@@ -130,15 +159,17 @@ class ProjectSync:
     # --- what the UI shows ----------------------------------------------------------------
 
     def status(self) -> dict:
-        """For /health: states and counts, no file contents."""
+        """For /health: states, counts and warnings, no file contents."""
         if not self.enabled:
             return {"state": "off"}
         return {"state": self.state, "error": self.last_error,
                 "projects": {p.name: {"state": p.state, "error": p.error, "skipped": len(p.skipped)}
-                             for p in self.projects.values()}}
+                             for p in self.projects.values()},
+                "warnings": [{"kind": w["kind"], "message": w["message"]} for w in self.warnings.values()]}
 
     def details(self) -> dict:
-        """For GET /api/project-sync: the restore steps (setup-status shape) and each project."""
+        """For GET /api/project-sync: the restore steps (setup-status shape), each project and
+        the warnings (an old backup kept aside, files a restore could not bring back)."""
         steps = self.restore_steps
         running = any(s["status"] in ("pending", "running") for s in steps)
         failed = any(s["status"] == "failed" for s in steps)
@@ -147,24 +178,31 @@ class ProjectSync:
         projects = [{
             "name": p.name, "state": p.state, "error": p.error, "progress": p.progress,
             "last_sync_seconds_ago": None if p.last_sync is None else round(now - p.last_sync, 1),
-            "last_sync_duration_seconds": p.seconds, "uploaded": p.uploaded, "deleted": p.deleted,
-            "skipped": p.skipped,
+            "last_sync_duration_seconds": p.seconds, "uploaded": p.uploaded, "bytes_sent": p.bytes_sent,
+            "changed": p.changed, "deleted": p.deleted, "skipped": sorted(p.skipped),
+            "skipped_reasons": p.skipped,
         } for p in sorted(self.projects.values(), key=lambda p: p.name)]
         return {"enabled": self.enabled, "state": self.state, "status": overall, "steps": steps,
-                "projects": projects, "error": self.last_error}
+                "projects": projects, "error": self.last_error, "warnings": list(self.warnings.values()),
+                "backup_folder": self._layout().root if self._tokens.info.user else None,
+                "forgotten": sorted(self._records.forgotten())}
 
     # --- the loop -------------------------------------------------------------------------
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        await asyncio.to_thread(self._clean_scratch)
+        while not self._stopping:
             try:
+                await self._answer_requests()
                 if self._tokens.token is not None and self._tokens.info.user:
                     if not self.restored.is_set() or self._restore_retry_at is not None \
                             and self._clock() >= self._restore_retry_at:
                         self.state = "restoring"
                         await self._restore_missing()
                         self.restored.set()
+                    if self._restore_soon:
+                        await self._restore_kept()
                     self.state = "watching"
                     await self._sync_changed()
                 self.last_error, failures = None, 0
@@ -174,13 +212,25 @@ class ProjectSync:
             except Exception as e:  # never fatal: shown in /health, tried again later
                 failures += 1
                 self.last_error = _describe(e)
-                delay = backoff(failures, MAX_BACKOFF, base=2.0)
+                delay = retry_delay(failures)
                 log.warning("project sync: %s (retrying in %.0f s)", self.last_error, delay)
-            await sleep_until_woken(self._wake, delay)
+            if not self._stopping:
+                await sleep_until_woken(self._wake, delay)
+
+    def _clean_scratch(self) -> None:
+        self._records.clear_tmp()
+        try:
+            leftovers = [p for p in self._projects_dir.iterdir() if p.name.startswith(".coda-restore-")]
+        except FileNotFoundError:
+            return
+        for path in leftovers:  # a restore killed half way
+            shutil.rmtree(path, ignore_errors=True)
 
     def _files(self) -> WorkspaceFiles:
-        assert self._workspace is not None
-        return WorkspaceFiles(self._workspace, self._current_token)
+        assert self._host is not None
+        if self._session is None or self._session.closed:
+            self._session = workspace_files.session()
+        return WorkspaceFiles(self._host, self._session, self._current_token, self._settings.workspace_timeout)
 
     def _current_token(self) -> str:
         token = self._tokens.token
@@ -189,7 +239,14 @@ class ProjectSync:
         return token
 
     def _layout(self) -> Layout:
-        return Layout(self._tokens.info.user or "")
+        return Layout(self._tokens.info.user or "", self._app)
+
+    def _store(self) -> BackupStore:
+        layout = self._layout()
+        if self._store_cache is None or self._store_cache.layout.root != layout.root or \
+                self._session is None or self._session.closed:
+            self._store_cache = BackupStore(self._files(), layout, grace=self._gc_grace)
+        return self._store_cache
 
     # --- syncing --------------------------------------------------------------------------
 
@@ -204,205 +261,235 @@ class ProjectSync:
                 if PROJECT_NAME.match(p.name) and p.is_dir() and git_repo.is_repository(p)]
 
     async def _sync_changed(self) -> None:
+        forgotten = await asyncio.to_thread(self._records.forgotten)
         for name, repo, signature in await asyncio.to_thread(self._repositories):
+            if self._stopping:
+                return
             status = self.projects.setdefault(name, ProjectStatus(name))
+            if name in forgotten:
+                status.state, status.error = "forgotten", None
+                continue
             record_signature = self._signatures.get(name)
             if record_signature is None:
-                record_signature = self._signatures[name] = (await self._load_record(name)).signature or []
+                record_signature = self._signatures[name] = (await self._records.load(name)).signature or []
             if signature == record_signature or self._clock() < status.retry_at:
                 continue
             try:
                 await self.sync_project(name, repo, signature)
-            except (WorkspaceError, git_repo.GitError, OSError, ValueError) as e:
+            except FAILURES as e:
                 status.failures += 1
-                status.state, status.error = "failed", _describe(e)
-                status.retry_at = self._clock() + backoff(status.failures, MAX_BACKOFF, base=2.0)
+                status.state, status.error, status.progress = "failed", _describe(e), None
+                status.retry_at = self._clock() + retry_delay(status.failures)
                 log.warning("project %s not synced: %s", name, status.error)
 
     async def sync_project(self, name: str, repo: Path, signature: list | None = None) -> ProjectStatus:
-        """Upload what changed in ``repo`` since its last sync; the manifest goes last."""
+        """Sync ``repo`` now (see ``sync``); the manifest is the commit point."""
+        async with self._one_at_a_time:
+            return await self._sync_project(name, repo, signature)
+
+    async def _sync_project(self, name: str, repo: Path, signature: list | None) -> ProjectStatus:
         status = self.projects.setdefault(name, ProjectStatus(name))
         started = time.monotonic()
         status.state, status.error = "syncing", None
         signature = signature if signature is not None else refs_signature(repo)
-        files, layout = self._files(), self._layout()
-        record = await self._load_record(name)
-        previous = record.manifest or await _fetch_manifest(files, layout, name) or Manifest()
+        store = self._store()
+        record = await self._records.load(name)
 
-        names = await git_repo.files_to_sync(repo)
-        current, stats, skipped = await asyncio.to_thread(
-            _scan, repo, names, record.stats, self._settings.sync_max_file_bytes)
-        changed = [rel for rel, entry in current.items() if previous.files.get(rel) != entry]
-        removed = [rel for rel in previous.files if rel not in current]
+        def progress(text: str) -> None:
+            status.progress = text
 
-        await _bounded((files.delete(layout.tree(name, rel)) for rel in removed))
-        have_dirs = {posixpath.dirname(rel) for rel in previous.files if rel not in removed}
-        new_dirs = {posixpath.dirname(rel) for rel in changed} - have_dirs
-        await files.mkdirs(layout.meta(name))
-        await _bounded((files.mkdirs(layout.tree(name, d) if d else layout.tree(name))
-                        for d in _leaves(new_dirs | ({""} if not previous.files else set()))))
-        status.progress = f"uploading {len(changed)} files"
-        await _bounded((self._upload(files, layout, name, repo, rel, current, stats) for rel in changed))
+        async def before_commit(manifest: Manifest) -> None:
+            record.namespace, record.pending_id = store.layout.root, manifest.id
+            await self._records.save(name, record)
 
-        refs = await git_repo.refs(repo)
-        bundles = await self._upload_history(files, layout, name, repo, previous, refs)
-        manifest = Manifest(files=current, refs=refs, head=await git_repo.head(repo), bundles=bundles,
-                            skipped=sorted(skipped))
-        await files.upload(layout.manifest(name), manifest.to_bytes())
-        stale = {b.name for b in previous.bundles} - {b.name for b in bundles}
-        await _bounded((files.delete(layout.bundle_part(name, b.name, k))
-                        for b in previous.bundles if b.name in stale for k in range(b.parts)))
-
-        await self._save_record(name, LocalRecord(manifest, stats, signature))
+        await asyncio.to_thread(self._records.tmp.mkdir, 0o700, True, True)
+        outcome = await sync_project(store, self._pool, name, repo, record,
+                                     max_file_bytes=self._settings.sync_max_file_bytes, tmp=self._records.tmp,
+                                     app=self._app, progress=progress, before_commit=before_commit)
+        await self._records.save(name, LocalRecord(store.layout.root, outcome.listed.file, outcome.manifest.id,
+                                                   outcome.listed.object_id, outcome.manifest, outcome.stats,
+                                                   signature))
         self._signatures[name] = signature
+        if outcome.kept_as:
+            kept = outcome.kept_as
+            self._warn(kept, "kept", f"Old backup of {name} kept as project {kept}: {outcome.kept_reason}. "
+                       f"It is restored to ~/projects/{kept}; `coda-sync forget {kept}` deletes it once you have "
+                       "what you need.", kept_as=kept, project=name)
+            self._restore_soon.add(outcome.kept_as)
+            self._wake.set()
+        skipped = outcome.manifest.skipped
         if skipped and skipped != status.skipped:
-            log.warning("project %s: not synced, larger than %d bytes: %s", name,
-                        self._settings.sync_max_file_bytes, ", ".join(sorted(skipped)))
+            log.warning("project %s: not synced: %s", name,
+                        "; ".join(f"{p!r} ({why})" for p, why in sorted(skipped.items())[:10]))
         status.state, status.error, status.progress, status.failures = "synced", None, None, 0
-        status.uploaded, status.deleted, status.skipped = len(changed), len(removed), sorted(skipped)
+        status.uploaded, status.bytes_sent = outcome.objects_sent, outcome.bytes_sent
+        status.changed, status.deleted, status.skipped = outcome.changed, outcome.removed, dict(skipped)
         status.last_sync, status.seconds = self._clock(), round(time.monotonic() - started, 3)
-        log.info("project %s synced: %d files sent, %d deleted, %d skipped in %.2f s", name,
-                 len(changed), len(removed), len(skipped), status.seconds)
+        log.info("project %s synced as %s: %d files changed, %d deleted, %d objects (%d bytes) sent, "
+                 "%d skipped in %.2f s", name, outcome.listed.file, outcome.changed, outcome.removed,
+                 outcome.objects_sent, outcome.bytes_sent, len(skipped), status.seconds)
         return status
-
-    async def _upload(self, files: WorkspaceFiles, layout: Layout, name: str, repo: Path, rel: str,
-                      current: dict[str, FileEntry], stats: dict[str, list]) -> None:
-        data = await asyncio.to_thread((repo / rel).read_bytes)
-        sha = git_repo.blob_sha(data)
-        if sha != current[rel].sha:  # changed since the scan: send what is there now
-            current[rel] = FileEntry(sha, len(data), current[rel].executable)
-            stats.pop(rel, None)
-        path = layout.tree(name, rel)
-        try:
-            await files.upload(path, data)
-        except WorkspaceError as e:
-            if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            await files.delete(path, recursive=True)  # a folder where a file now is
-            await files.upload(path, data)
-
-    async def _upload_history(self, files: WorkspaceFiles, layout: Layout, name: str, repo: Path,
-                              previous: Manifest, refs: dict[str, str]) -> list[BundleEntry]:
-        """New objects as one more bundle in the chain, or a fresh full bundle."""
-        bundles = list(previous.bundles)
-        if refs == previous.refs and bundles or not refs:
-            return bundles if refs else []
-        tips = list(previous.refs.values())
-        chain_usable = bundles and len(bundles) < MAX_BUNDLE_CHAIN and \
-            set(tips) <= await git_repo.has_objects(repo, tips)
-        if not chain_usable:
-            bundles, tips = [], []
-        number = 1 + max((int(b.name.rsplit("-", 1)[1]) for b in previous.bundles), default=0)
-        with tempfile.TemporaryDirectory(prefix="coda-bundle-") as tmp:
-            target = Path(tmp) / "history.bundle"
-            if not await git_repo.create_bundle(repo, target, tips):
-                return bundles  # nothing new (a branch deleted or moved back): the refs say it
-            data = await asyncio.to_thread(target.read_bytes)
-        entry = BundleEntry(f"bundle-{number}", max(1, -(-len(data) // BUNDLE_PART_BYTES)), len(data))
-        await _bounded((files.upload(layout.bundle_part(name, entry.name, k),
-                                     data[k * BUNDLE_PART_BYTES:(k + 1) * BUNDLE_PART_BYTES])
-                        for k in range(entry.parts)))
-        return [*bundles, entry]
 
     # --- restoring ------------------------------------------------------------------------
 
     async def _restore_missing(self) -> None:
-        files, layout = self._files(), self._layout()
-        listed = await files.list(layout.history)
-        names = sorted(posixpath.basename(o.get("path", "")) for o in listed if o.get("object_type") == "DIRECTORY")
-        missing = [n for n in names if PROJECT_NAME.match(n) and not (self._projects_dir / n).exists()]
+        store = self._store()
+        names = sorted(set(await store.projects()) | set(await store.legacy_projects()))
+        forgotten = await asyncio.to_thread(self._records.forgotten)
+        missing = [n for n in names if n not in forgotten and not (self._projects_dir / n).exists()]
         done = [s for s in self.restore_steps if s["status"] == "done"]
-        pending = [{"id": f"restore-{n}", "label": f"Restore project {n}", "status": "pending", "error": None}
-                   for n in missing]
+        pending = [{"id": f"restore-{n}", "label": f"Restore project {n}", "status": "pending", "error": None,
+                    "warning": None} for n in missing]
         self.restore_steps = done + pending
         for step, name in zip(pending, missing):
-            step["status"] = "running"
-            try:
-                await self.restore_project(name)
-                step["status"] = "done"
-            except (WorkspaceError, git_repo.GitError, OSError, ValueError) as e:
-                step["status"], step["error"] = "failed", _describe(e)
-                log.warning("project %s not restored: %s", name, step["error"])
-                await asyncio.to_thread(shutil.rmtree, self._projects_dir / f".coda-restore-{name}", True)
+            if self._stopping:
+                return
+            await self._restore_step(step, name)
         if any(step["status"] == "failed" for step in self.restore_steps):
             self._restore_failures += 1
-            self._restore_retry_at = self._clock() + backoff(self._restore_failures, MAX_BACKOFF, base=2.0, jitter=False)
+            self._restore_retry_at = self._clock() + retry_delay(self._restore_failures, jitter=False)
         else:
             self._restore_failures, self._restore_retry_at = 0, None
 
-    async def restore_project(self, name: str) -> None:
-        """Rebuild ``~/projects/<name>`` (history, refs, HEAD, index, working tree) from the workspace."""
+    async def _restore_kept(self) -> None:
+        for name in sorted(self._restore_soon):
+            self._restore_soon.discard(name)
+            if (self._projects_dir / name).exists():
+                continue
+            step = {"id": f"restore-{name}", "label": f"Restore project {name}", "status": "pending",
+                    "error": None, "warning": None}
+            self.restore_steps = [s for s in self.restore_steps if s["id"] != step["id"]] + [step]
+            await self._restore_step(step, name)
+            if step["status"] == "failed":
+                self._restore_soon.add(name)
+
+    async def _restore_step(self, step: dict, name: str) -> None:
+        step["status"] = "running"
+        try:
+            report = await self.restore_project(name)
+        except (*FAILURES, ManifestError) as e:
+            step["status"], step["error"] = "failed", _describe(e)
+            log.warning("project %s not restored: %s", name, step["error"])
+            return
+        if report is None:  # a folder with no manifest (a forgotten project's leftovers): no backup
+            self.restore_steps = [s for s in self.restore_steps if s is not step]
+            return
+        step["status"] = "done"
+        warnings = report.warnings()
+        if warnings:
+            step["warning"] = "; ".join(warnings)
+
+    async def restore_project(self, name: str):
+        """Rebuild ``~/projects/<name>`` from its backup (see ``restore``); None when there is
+        no backup of it."""
+        async with self._one_at_a_time:
+            return await self._restore_project(name)
+
+    async def _restore_project(self, name: str):
         status = self.projects.setdefault(name, ProjectStatus(name))
         status.state, status.error = "restoring", None
         started = time.monotonic()
-        files, layout = self._files(), self._layout()
-        manifest = Manifest.from_bytes(await files.download(layout.manifest(name)))
-        unsafe = [rel for rel in manifest.files if not _safe_relpath(rel)]
-        if unsafe:
-            raise ValueError(f"refusing to restore {name}: its manifest names paths outside the project "
-                             f"or inside .git ({', '.join(sorted(unsafe)[:3])})")
+        store = self._store()
+        listed, _ = await store.listing(name)
+        if not listed and await store.legacy(name) is None:
+            status.state = "pending"
+            return None
+
+        def progress(text: str) -> None:
+            status.progress = text
+
+        try:
+            await asyncio.to_thread(self._projects_dir.mkdir, 0o700, True, True)
+            report = await restore_project(store, self._pool, name, self._projects_dir, progress)
+        except BaseException as e:
+            status.state, status.progress = "failed", None
+            status.error = _describe(e) if isinstance(e, Exception) else None
+            raise
         target = self._projects_dir / name
-        staging = self._projects_dir / f".coda-restore-{name}"
-        await asyncio.to_thread(shutil.rmtree, staging, True)
-        # A restore before any terminal opened creates ~/projects: the user's alone, as there.
-        self._projects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        await git_repo.init(staging)
-        for bundle in manifest.bundles:
-            status.progress = f"history: {bundle.name}"
-            parts = await _bounded((files.download(layout.bundle_part(name, bundle.name, k))
-                                    for k in range(bundle.parts)))
-            with tempfile.TemporaryDirectory(prefix="coda-bundle-") as tmp:
-                path = Path(tmp) / "history.bundle"
-                await asyncio.to_thread(path.write_bytes, b"".join(parts))
-                await git_repo.unbundle(staging, path)
-        await git_repo.set_refs(staging, manifest.refs, manifest.head)
-
-        # Files whose content is in the history come from git; the others from the workspace.
-        wanted = {e.sha for e in manifest.files.values()}
-        in_history = await git_repo.read_blobs(staging, wanted)
-        done = 0
-
-        async def restore_file(rel: str, entry: FileEntry) -> None:
-            nonlocal done
-            data = in_history.get(entry.sha)
-            if data is None:
-                data = await files.download(layout.tree(name, rel))
-            await asyncio.to_thread(_write_file, staging, rel, data, entry.executable)
-            done += 1
-            status.progress = f"files: {done}/{len(manifest.files)}"
-
-        await _bounded((restore_file(rel, e) for rel, e in manifest.files.items()))
-        await asyncio.to_thread(os.rename, staging, target)
-        _, stats, _ = await asyncio.to_thread(_scan, target, list(manifest.files), {}, 1 << 62)
-        signature = refs_signature(target)
-        await self._save_record(name, LocalRecord(manifest, stats, signature))
+        manifest = report.found.manifest
+        stats = await asyncio.to_thread(_stats, target, manifest, {*report.as_committed, *report.lost})
+        signature = await asyncio.to_thread(refs_signature, target)
+        await self._records.save(name, LocalRecord(
+            store.layout.root, None if report.legacy else report.found.listed.file,
+            "legacy" if report.legacy else manifest.id, report.found.listed.object_id,
+            None if report.legacy else manifest, stats, signature))
         self._signatures[name] = signature
+        warnings = report.warnings()
+        if manifest.kept_from:
+            origin = manifest.kept_from
+            self._warn(name, "kept", f"{name} is an old backup of {origin.get('project')} kept aside "
+                       f"({origin.get('reason')}); `coda-sync forget {name}` deletes it.", kept_as=name,
+                       project=str(origin.get("project")))
+        if warnings:
+            self._warn(f"restore:{name}", "restore", f"{name} restored with warnings: {'; '.join(warnings)}",
+                       project=name)
         status.state, status.progress = "restored", None
         status.last_sync, status.seconds = self._clock(), round(time.monotonic() - started, 3)
-        log.info("project %s restored: %d files, %d bundles in %.2f s", name, len(manifest.files),
-                 len(manifest.bundles), status.seconds)
+        log.info("project %s restored from %s: %d files from history, %d from objects, %d as committed, %d lost, "
+                 "%d bundles in %.2f s", name, report.found.listed.file, report.from_history, report.from_objects,
+                 len(report.as_committed), len(report.lost), len(manifest.bundles), status.seconds)
+        return report
 
-    # --- local records --------------------------------------------------------------------
+    # --- stopping to sync a project -----------------------------------------------------------
 
-    async def _load_record(self, name: str) -> LocalRecord:
-        def load() -> LocalRecord:
+    async def forget(self, name: str) -> dict:
+        """Stop syncing ``name`` and delete its backup from the workspace (what no other
+        backup needs); ``~/projects/<name>`` itself is left alone."""
+        if not PROJECT_NAME.match(name):
+            raise ValueError(f"{name!r} is not a project name")
+        async with self._one_at_a_time:
+            forgotten = await asyncio.to_thread(self._records.forgotten)
+            forgotten[name] = self._clock()
+            await asyncio.to_thread(self._records.set_forgotten, forgotten)
+            result = await self._store().forget(name)
+            await self._records.drop(name)
+            self._signatures.pop(name, None)
+            self._restore_soon.discard(name)
+            self.projects.setdefault(name, ProjectStatus(name)).state = "forgotten"
+            for key in (name, f"restore:{name}"):
+                self.warnings.pop(key, None)
+            self.restore_steps = [s for s in self.restore_steps if s["id"] != f"restore-{name}"]
+            message = (f"Stopped syncing {name} and deleted its backup ({result['manifests']} manifests, "
+                       f"{result['objects']} files)")
+            if result["kept_objects"]:
+                message += f"; {result['kept_objects']} files stay, another kept backup still needs them"
+            if result["legacy_removed"]:
+                message += f"; also deleted its copy from before: {', '.join(result['legacy_removed'])}"
+            self._warn(f"forgotten:{name}", "forgotten", message + f". `coda-sync resume {name}` syncs it again.",
+                       project=name)
+            log.warning("project sync: %s", message)
+            return {**result, "message": message}
+
+    async def resume(self, name: str) -> dict:
+        forgotten = await asyncio.to_thread(self._records.forgotten)
+        was = forgotten.pop(name, None) is not None
+        await asyncio.to_thread(self._records.set_forgotten, forgotten)
+        self.warnings.pop(f"forgotten:{name}", None)
+        if name in self.projects and self.projects[name].state == "forgotten":
+            self.projects[name].state = "pending"
+        self._wake.set()
+        return {"message": f"{name} is synced again" if was else f"{name} was not forgotten"}
+
+    async def _answer_requests(self) -> None:
+        for request_id, request in await asyncio.to_thread(self._records.pending_requests):
+            action, name = request.get("action"), str(request.get("name") or "")
             try:
-                raw = json.loads((self._records_dir / f"{name}.json").read_text())
-                manifest = Manifest.from_dict(raw["manifest"]) if raw.get("manifest") else None
-                return LocalRecord(manifest, dict(raw.get("stats") or {}), raw.get("signature"))
-            except FileNotFoundError:
-                return LocalRecord()
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("ignoring unreadable sync record of %s (%s); the workspace's manifest is used", name, e)
-                return LocalRecord()
+                if action == "status":
+                    answer = {"ok": True, **self.details()}
+                elif action == "forget":
+                    if self._tokens.token is None or not self._tokens.info.user:
+                        raise WorkspaceUnavailable("coda_aio has no working token yet; sign in first.")
+                    answer = {"ok": True, **await self.forget(name)}
+                elif action == "resume":
+                    answer = {"ok": True, **await self.resume(name)}
+                else:
+                    answer = {"ok": False, "message": f"unknown request {action!r}"}
+            except (*FAILURES, ManifestError) as e:
+                answer = {"ok": False, "message": _describe(e)}
+            await asyncio.to_thread(self._records.answer, request_id, answer)
 
-        return await asyncio.to_thread(load)
-
-    async def _save_record(self, name: str, record: LocalRecord) -> None:
-        data = {"manifest": record.manifest.to_dict() if record.manifest else None,
-                "stats": record.stats, "signature": record.signature}
-        await asyncio.to_thread(write_atomic, self._records_dir / f"{name}.json",
-                                json.dumps(data).encode(), 0o600)
+    def _warn(self, key: str, kind: Literal["kept", "restore", "forgotten"], message: str, **extra) -> None:
+        self.warnings[key] = {"kind": kind, "message": message, "at": self._clock(), **extra}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -420,84 +507,24 @@ def refs_signature(repo: Path) -> list:
             st = path.stat()
         except OSError:
             continue
-        signature.append([str(path.relative_to(git_dir)), st.st_mtime_ns, st.st_size])
+        signature.append([os.fsdecode(path.relative_to(git_dir)), st.st_mtime_ns, st.st_size])
     return signature
 
 
-def _scan(repo: Path, names: list[str], cache: dict[str, list], max_bytes: int
-          ) -> tuple[dict[str, FileEntry], dict[str, list], list[str]]:
-    """Blob id, size and executable bit of each regular file; large ones set aside.
-    A file whose size, mtime and inode match the cache is not read again."""
-    current: dict[str, FileEntry] = {}
-    stats: dict[str, list] = {}
-    skipped: list[str] = []
-    for rel in names:
-        path = repo / rel
-        try:
-            st = path.lstat()
-        except OSError:
-            continue  # tracked but deleted from the working tree
-        if not stat.S_ISREG(st.st_mode):
-            continue  # symlinks and submodules are not synced
-        if st.st_size > max_bytes:
-            skipped.append(rel)
+def _stats(repo: Path, manifest, unlike: set[str]) -> dict[str, list]:
+    """What each restored file's stat says, with the blob id the manifest gives it (not for
+    files that came back different from the manifest: those are read again)."""
+    stats = {}
+    for rel, entry in manifest.files.items():
+        if entry.link is not None or rel in unlike:
             continue
-        key = [st.st_size, st.st_mtime_ns, st.st_ino]
-        cached = cache.get(rel)
-        if cached and cached[:3] == key:
-            sha = cached[3]
-        else:
-            sha = git_repo.blob_sha(path.read_bytes())
-        current[rel] = FileEntry(sha, st.st_size, bool(st.st_mode & stat.S_IXUSR))
-        stats[rel] = [*key, sha]
-    return current, stats, skipped
-
-
-def _write_file(root: Path, rel: str, data: bytes, executable: bool) -> None:
-    path = root / rel
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise ValueError(f"refusing to restore {rel!r}: it points outside the project")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o755 if executable else 0o644)
-
-
-def _safe_relpath(rel: str) -> bool:
-    """A path inside the working tree and outside .git (which could hold hooks that run code)."""
-    parts = rel.split("/")
-    return bool(rel) and not any(p in ("", ".", "..") for p in parts) and parts[0] != ".git" and "\0" not in rel
-
-
-def _leaves(dirs: set[str]) -> list[str]:
-    """Only the deepest folders: mkdirs creates every parent."""
-    return sorted(d for d in dirs if not any(o != d and (not d or o.startswith(d + "/")) for o in dirs))
-
-
-async def _fetch_manifest(files: WorkspaceFiles, layout: Layout, name: str) -> Manifest | None:
-    try:
-        return Manifest.from_bytes(await files.download(layout.manifest(name)))
-    except WorkspaceError as e:
-        if is_missing(e):
-            return None
-        raise
-    except ValueError:
-        return None
-
-
-async def _bounded(calls: Iterable[Awaitable], limit: int = PARALLEL_CALLS) -> list:
-    """Run the calls, at most ``limit`` at a time; results in order; the first error wins."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(call: Awaitable):
-        async with semaphore:
-            return await call
-
-    tasks = [asyncio.ensure_future(one(c)) for c in calls]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        await cancel_and_wait(*tasks)
-        raise
+        try:
+            st = (repo / rel).lstat()
+        except OSError:
+            continue
+        if st.st_size == entry.size:
+            stats[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, entry.sha]
+    return stats
 
 
 def _describe(error: BaseException) -> str:
