@@ -8,7 +8,6 @@ everything sent before it has arrived, so "nothing else" needs no waiting window
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shlex
 import sys
@@ -32,7 +31,7 @@ from browser_util import (
     wait_for_line,
     wait_for_state,
 )
-from conftest import USER, eventually, serving, serving_app
+from conftest import USER, serving, serving_app
 from coda_aio.routes import terminal as terminal_routes
 from coda_aio.routes.app_keys import SETUP
 from coda_aio.server import create_app

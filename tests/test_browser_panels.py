@@ -10,7 +10,6 @@ from browser_util import (
     PageProblems,
     open_terminal_page,
     printed_url,
-    run_in_terminal,
     sessions,
     wait_for_line,
     wait_for_state,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
