@@ -13,17 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    ppid: int
-    session: int
-    command: str
-    rss: int  # bytes
-
+from coda_aio.process_table import ProcessInfo, process_table
 
 @dataclass
 class TreeMemory:
@@ -36,37 +26,12 @@ class TreeMemory:
         return sum(size for _, size in self.processes.values())
 
 
-def process_table() -> dict[int, ProcessInfo]:
-    """Every live process (zombies hold no memory and are left out)."""
-    table = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return table
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; the fields after its last ")" do not.
-        close = stat.rfind(b")")
-        fields = stat[close + 2 :].split()
-        if len(fields) < 22 or fields[0] == b"Z":
-            continue
-        command = stat[stat.find(b"(") + 1 : close].decode(errors="replace")
-        table[int(name)] = ProcessInfo(int(name), int(fields[1]), int(fields[3]), command, int(fields[21]) * PAGE_SIZE)
-    return table
-
-
 def trees(roots: Iterable[int], table: Mapping[int, ProcessInfo] | None = None, *, pss: bool = True) -> dict[int, TreeMemory]:
     """For each root (a terminal's shell), its processes and their memory."""
     roots = list(roots)
     if not roots:
         return {}
-    table = process_table() if table is None else table
+    table = (process_table() or {}) if table is None else table
     children: dict[int, list[int]] = {}
     by_session: dict[int, list[int]] = {}
     for info in table.values():

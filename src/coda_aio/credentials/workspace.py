@@ -35,6 +35,7 @@ TOKEN_DELETE = "/api/2.0/token/delete"
 TOKEN_LIST = "/api/2.0/token/list"
 
 
+
 class WorkspaceError(Exception):
     """A call to the workspace failed; the message says what a person can do about it."""
 
@@ -91,6 +92,17 @@ def user_name(me_body: dict[str, Any]) -> str:
     if primary or emails:
         return str((primary or emails)[0]["value"])
     raise WorkspaceError("The workspace did not say which user this token belongs to (no userName or email).")
+
+
+
+def unreachable(host: str, error: aiohttp.ClientError) -> WorkspaceUnavailable:
+    """A call that got no answer, said as something a person can check or wait out."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return WorkspaceUnavailable(
+            f"Could not reach the workspace at {host} ({error.os_error.strerror or error.os_error}). "
+            "Check DATABRICKS_HOST and the network.")
+    return WorkspaceUnavailable(
+        f"The connection to the workspace at {host} broke ({type(error).__name__}). Try again in a moment.")
 
 
 class Workspace:
@@ -162,14 +174,8 @@ class Workspace:
             raise WorkspaceUnavailable(
                 f"The workspace at {self.host} did not answer within {self._timeout:g} s. "
                 "Try again in a moment.") from None
-        except aiohttp.ClientConnectorError as e:
-            raise WorkspaceUnavailable(
-                f"Could not reach the workspace at {self.host} ({e.os_error.strerror or e.os_error}). "
-                "Check DATABRICKS_HOST and the network.") from None
         except aiohttp.ClientError as e:
-            raise WorkspaceUnavailable(
-                f"The connection to the workspace at {self.host} broke ({type(e).__name__}). "
-                "Try again in a moment.") from None
+            raise unreachable(self.host, e) from None
         log.debug("%s %s -> %s in %.3fs", method, path, status, time.monotonic() - started)
 
         body = _parse_json(raw)

@@ -21,6 +21,8 @@ import termios
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from coda_aio.process_table import process_table
+
 
 async def spawn(
     command: Sequence[str], cwd: Path, env: Mapping[str, str], cols: int, rows: int,
@@ -87,28 +89,13 @@ def session_members(sid: int | None, marker: str | None = None) -> list[int] | N
     """Pids of every live process whose session id is ``sid`` or whose environment carries
     ``MARKER_VARIABLE=marker`` (a marker ending in "." matches every marker it begins); None
     where /proc is absent. Only this user's processes' environments are read."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
+    table = process_table()
+    if table is None:
         return None
     wanted = None if marker is None else f"{MARKER_VARIABLE}={marker}".encode()
     me, uid = os.getpid(), os.getuid()
-    members = []
-    for name in entries:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; the fields after its last ")" do not.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) <= 3 or fields[0] == b"Z":
-            continue
-        if int(fields[3]) == sid or (wanted is not None and _carries(int(name), wanted, uid)):
-            members.append(int(name))
-    return members
+    return [pid for pid, process in table.items()
+            if pid != me and (process.session == sid or (wanted is not None and _carries(pid, wanted, uid)))]
 
 
 def _carries(pid: int, wanted: bytes, uid: int) -> bool:
@@ -127,21 +114,8 @@ def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` in the process tree (children, theirs, ...), from /proc.
     As the child subreaper, coda_aio is the parent of every orphan its terminals left."""
     children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(name))
+    for process in (process_table() or {}).values():
+        children.setdefault(process.ppid, []).append(process.pid)
     found, frontier = [], [pid]
     while frontier:
         below = children.get(frontier.pop(), [])

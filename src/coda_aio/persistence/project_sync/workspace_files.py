@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from coda_aio.credentials.workspace import TokenRejected, WorkspaceError, WorkspaceUnavailable
+from coda_aio.credentials.workspace import TokenRejected, WorkspaceError, WorkspaceUnavailable, unreachable
 from coda_aio.persistence.project_sync.manifest import MAX_REQUEST_BYTES
 
 CHUNK = 64 * 1024
@@ -214,14 +214,8 @@ class WorkspaceFiles:
             raise WorkspaceUnavailable(
                 f"The workspace at {self.host} sent and took nothing for {self.stall_timeout:g} s ({endpoint}). "
                 "Try again in a moment.") from None
-        except aiohttp.ClientConnectorError as e:
-            raise WorkspaceUnavailable(
-                f"Could not reach the workspace at {self.host} ({e.os_error.strerror or e.os_error}). "
-                "Check DATABRICKS_HOST and the network.") from None
         except aiohttp.ClientError as e:
-            raise WorkspaceUnavailable(
-                f"The connection to the workspace at {self.host} broke ({type(e).__name__}). "
-                "Try again in a moment.") from None
+            raise unreachable(self.host, e) from None
         return received
 
 
