@@ -9,6 +9,10 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from conftest import USER
+
 from coda_aio.config import Settings
 from coda_aio.credentials.token_store import TokenInfo, TokenStore
 from coda_aio.credentials.workspace import Workspace
@@ -100,3 +104,25 @@ def newest_manifest(fake, user: str, name: str, app_name: str | None = None) -> 
     files = fake.files.files_under(lay.project(name))
     newest = max(f for f in files if f.startswith("manifest-"))
     return Manifest.from_bytes(files[newest], name)
+
+
+def sync_maker(timings: dict):
+    """A fixture for a test module: ``new_sync(home, **changes)`` starts a ProjectSync of USER
+    against the fake workspace with ``timings`` (and ``changes``); every one is stopped at the end."""
+
+    @pytest.fixture
+    async def new_sync(make_settings, fake, http):
+        token = fake.issue_pat(USER)
+        made = []
+
+        async def make(home: Path, **changes):
+            settings = make_settings(home=home, host=fake.url, sync_projects=True, **(timings | changes))
+            sync = await make_sync(settings, token, USER, fake.url, http, gc_grace=0)
+            made.append(sync)
+            return sync
+
+        yield make
+        for sync in made:
+            await sync.stop()
+
+    return new_sync

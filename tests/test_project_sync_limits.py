@@ -15,7 +15,7 @@ from coda_aio.persistence.project_sync.manifest import FileEntry, Manifest, Obje
 from coda_aio.persistence.project_sync.workspace_files import WorkspaceFiles
 from coda_aio.testing.fake_workspace_files import WorkspaceObject, normalize
 from conftest import USER
-from sync_util import commits, git, layout, make_project, make_sync, newest_manifest, snapshot
+from sync_util import commits, git, layout, make_project, newest_manifest, snapshot, sync_maker
 
 FAST = dict(rotation_interval=0.6, token_lifetime=5, revoke_grace=0.2, workspace_timeout=1.0, sync_poll_interval=0.05)
 
@@ -27,20 +27,7 @@ def git_identity(monkeypatch):
         monkeypatch.setenv(f"GIT_{who}_EMAIL", USER)
 
 
-@pytest.fixture
-async def new_sync(make_settings, fake, http):
-    token = fake.issue_pat(USER)
-    made = []
-
-    async def make(home: Path, **changes):
-        settings = make_settings(home=home, host=fake.url, sync_projects=True, **(FAST | changes))
-        sync = await make_sync(settings, token, USER, fake.url, http, gc_grace=0)
-        made.append(sync)
-        return sync
-
-    yield make
-    for sync in made:
-        await sync.stop()
+new_sync = sync_maker(FAST)
 
 
 async def restore_into(new_sync, home: Path, name: str = "demo", **changes):

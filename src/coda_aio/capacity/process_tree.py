@@ -9,7 +9,6 @@ every process takes milliseconds to tenths of a second: callers run it in a thre
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
