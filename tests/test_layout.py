@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "coda_aio.config", "coda_aio.background", "coda_aio.backoff",
         "coda_aio.files", "coda_aio.web_json", "coda_aio.ports", "coda_aio.prctl",
-        "coda_aio.key_file", "coda_aio.process_table", "coda_aio.host_check", "coda_aio.secret_env", "coda_aio.connection_guard", "coda_aio",
+        "coda_aio.key_file", "coda_aio.process_table", "coda_aio.terminal_commands", "coda_aio.host_check", "coda_aio.secret_env", "coda_aio.connection_guard", "coda_aio",
     ),
 ]
 # The stand-in workspace is a test double shipped for --demo-workspace: outside the layers,

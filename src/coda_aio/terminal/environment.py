@@ -15,7 +15,7 @@ from coda_aio.agents.configs import AgentModels, gemini_env
 from coda_aio.agents.files import AgentFiles
 from coda_aio.key_file import load_or_create_key
 from coda_aio.config import Settings, without_secrets
-from coda_aio.file_transfer.command import bin_dir
+from coda_aio.terminal_commands import bin_dir
 
 
 def is_ci_marker(name: str) -> bool:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from coda_aio.config import Settings
-from coda_aio.file_transfer.command import bin_dir
 from coda_aio.files import write_atomic
+from coda_aio.terminal_commands import install_command
 
 COMMAND = "coda-sync"
 TAKE_TIMEOUT = 20.0
@@ -40,20 +39,8 @@ def requests_dir(settings: Settings) -> Path:
 def install(settings: Settings) -> Path:
     folder = requests_dir(settings)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    package_root = Path(__file__).resolve().parents[3]  # the folder holding coda_aio/
-    code = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); "
-            "from coda_aio.persistence.project_sync.command import main; "
-            "sys.exit(main(sys.argv[3:], pathlib.Path(sys.argv[2])))")
-    script = (
-        "#!/bin/sh\n"
-        f"# {COMMAND}: see each project's sync, or stop syncing one and delete its backup.\n"
-        "# Written by coda_aio at every start; edits here are overwritten.\n"
-        f"exec {shlex.quote(sys.executable)} -I -c {shlex.quote(code)} "
-        f"{shlex.quote(str(package_root))} {shlex.quote(str(folder))} \"$@\"\n"
-    )
-    path = bin_dir(settings) / COMMAND
-    write_atomic(path, script.encode(), mode=0o700)
-    return path
+    return install_command(settings, COMMAND, "see each project's sync, or stop syncing one and delete its backup.",
+                           "coda_aio.persistence.project_sync.command", folder)
 
 
 def main(argv: list[str], folder: Path, *, stdin=None, out=None) -> int:
