@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp
 
@@ -167,9 +167,7 @@ class Workspace:
             ) as response:
                 raw = await response.read()
                 status = response.status
-                reason_header = response.headers.get("X-Databricks-Reason-Phrase")
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-                location = response.headers.get("Location")
+                answer_headers = response.headers
         except asyncio.TimeoutError:
             raise WorkspaceUnavailable(
                 f"The workspace at {self.host} did not answer within {self._timeout:g} s. "
@@ -185,31 +183,34 @@ class Workspace:
                     f"The workspace at {self.host} answered {path} with something that is not JSON. "
                     "Check that DATABRICKS_HOST is the workspace URL, then try again.", status)
             return body
-        raise self._error(status, path, body, reason_header, retry_after, location)
+        raise answer_error(self.host, path, status, body, answer_headers)
 
-    def _error(self, status: int, path: str, body: Any, reason_header: str | None,
-               retry_after: float | None, location: str | None) -> WorkspaceError:
-        error_code = body.get("error_code") if isinstance(body, dict) else None
-        detail = (body.get("message") if isinstance(body, dict) else None) or reason_header or ""
-        detail = str(detail).strip().rstrip(".")
-        said = f"{status} {detail}" if detail else str(status)
-        if status in (401, 403):
-            error: WorkspaceError = TokenRejected(f"The workspace refused the token ({said}). Paste a new token.", status,
-                                                said=said)
-        elif status == 429:
-            wait = f" in {retry_after:g} s" if retry_after is not None else " in a moment"
-            error = WorkspaceUnavailable(f"The workspace is rate limiting requests ({said}). Try again{wait}.",
-                                         status, retry_after)
-        elif status >= 500:
-            error = WorkspaceUnavailable(f"The workspace at {self.host} had a problem ({said}). "
-                                         "Try again in a moment.", status, retry_after)
-        elif 300 <= status < 400:
-            error = WorkspaceError(f"The workspace at {self.host} redirected {path} to {location or 'elsewhere'}. "
-                                   "Check that DATABRICKS_HOST is the workspace URL.", status)
-        else:
-            error = WorkspaceError(f"The workspace refused {path} ({said}).", status)
-        error.error_code = error_code
-        return error
+
+def answer_error(host: str, path: str, status: int, body: Any, headers: Mapping[str, str]) -> WorkspaceError:
+    """What a workspace's non-2xx answer means, said so a person can act on it: the one wording
+    for every caller (this client, and project sync's streaming transport)."""
+    error_code = body.get("error_code") if isinstance(body, dict) else None
+    detail = (body.get("message") if isinstance(body, dict) else None) or headers.get("X-Databricks-Reason-Phrase") or ""
+    detail = str(detail).strip().rstrip(".")
+    said = f"{status} {detail}" if detail else str(status)
+    retry_after = _retry_after(headers.get("Retry-After"))
+    if status in (401, 403):
+        error: WorkspaceError = TokenRejected(f"The workspace refused the token ({said}). Paste a new token.", status,
+                                              said=said)
+    elif status == 429:
+        wait = f" in {retry_after:g} s" if retry_after is not None else " in a moment"
+        error = WorkspaceUnavailable(f"The workspace is rate limiting requests ({said}). Try again{wait}.",
+                                     status, retry_after)
+    elif status >= 500:
+        error = WorkspaceUnavailable(f"The workspace at {host} had a problem ({said}). "
+                                     "Try again in a moment.", status, retry_after)
+    elif 300 <= status < 400:
+        error = WorkspaceError(f"The workspace at {host} redirected {path} to {headers.get('Location') or 'elsewhere'}. "
+                               "Check that DATABRICKS_HOST is the workspace URL.", status)
+    else:
+        error = WorkspaceError(f"The workspace refused {path} ({said}).", status)
+    error.error_code = error_code
+    return error
 
 
 def _check_token_shape(token: str) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from coda_aio.credentials.workspace import TokenRejected, WorkspaceError, WorkspaceUnavailable, unreachable
+from coda_aio.credentials.workspace import WorkspaceError, WorkspaceUnavailable, answer_error, unreachable
 from coda_aio.persistence.project_sync.manifest import MAX_REQUEST_BYTES
 
 CHUNK = 64 * 1024
@@ -233,27 +233,4 @@ def _error(host: str, endpoint: str, response: aiohttp.ClientResponse, raw: byte
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         body = None
-    status = response.status
-    code = body.get("error_code") if isinstance(body, dict) else None
-    detail = (body.get("message") if isinstance(body, dict) else None) \
-        or response.headers.get("X-Databricks-Reason-Phrase") or ""
-    detail = str(detail).strip().rstrip(".")
-    said = f"{status} {detail}" if detail else str(status)
-    retry_after = None
-    try:
-        retry_after = max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        pass
-    if status in (401, 403):
-        error: WorkspaceError = TokenRejected(f"The workspace refused the token ({said}). Paste a new token.", status,
-                                              said=said)
-    elif status == 429 or status >= 500:
-        error = WorkspaceUnavailable(f"The workspace at {host} could not answer {endpoint} ({said}). "
-                                     "Try again in a moment.", status, retry_after)
-    elif 300 <= status < 400:
-        error = WorkspaceError(f"The workspace at {host} redirected {endpoint}. "
-                               "Check that DATABRICKS_HOST is the workspace URL.", status)
-    else:
-        error = WorkspaceError(f"The workspace refused {endpoint} ({said}).", status)
-    error.error_code = code
-    return error
+    return answer_error(host, endpoint, response.status, body, response.headers)
