@@ -152,6 +152,17 @@ async def output_until(ws, marker: bytes, timeout: float = 60) -> None:
                 seen = seen[-200:] + message.data[1:]
 
 
+async def degraded_health(client, url: str) -> dict:
+    """``/health`` once it says degraded (its figures come at the sampler's next look)."""
+    async with asyncio.timeout(30):
+        while True:
+            async with client.get(f"{url}/health") as response:
+                health = await response.json()
+            if health["status"] == "degraded":
+                return health
+            await asyncio.sleep(0.1)
+
+
 async def test_a_session_is_refused_with_the_figures_when_memory_would_not_hold_one_more(cgroup_of, home):
     cgroup = cgroup_of(700 * MB)
     async with coda_in(cgroup, home, CODA_SESSION_MEMORY_MB="250") as (url, _), http() as client:
@@ -172,13 +183,7 @@ async def test_a_session_is_refused_with_the_figures_when_memory_would_not_hold_
             heaviest = body["heaviest_sessions"][0]
             assert heaviest["id"] == big and heaviest["memory_bytes"] > 400 * MB
             # /health says so too, and why (at the next sample).
-            async with asyncio.timeout(30):
-                while True:
-                    async with client.get(f"{url}/health") as response:
-                        health = await response.json()
-                    if health["status"] == "degraded":
-                        break
-                    await asyncio.sleep(0.1)
+            health = await degraded_health(client, url)
             assert any("memory is short" in r for r in health["reasons"])
             assert health["memory"]["limit_bytes"] == 700 * MB
             # The session list shows where the memory is (at the next sample).
@@ -242,13 +247,7 @@ async def test_health_is_degraded_once_rotation_has_failed_for_longer_than_a_tok
     async with http.get(f"{url}/health") as r:
         assert (await r.json())["status"] == "ok"
     fake.fail("token_create", 503, times=None)
-    async with asyncio.timeout(30):
-        while True:
-            async with http.get(f"{url}/health") as r:
-                body = await r.json()
-            if body["status"] == "degraded":
-                break
-            await asyncio.sleep(0.1)
+    body = await degraded_health(http, url)
     assert any("token rotation has failed" in reason for reason in body["reasons"]), body
 
 
