@@ -11,7 +11,7 @@ run: deps
 test: deps system-packages agents
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: deps
+bench: deps system-packages
 	$(PY) bench/run_all.py
 
 deps: $(VENV)/.installed node_modules/.package-lock.json

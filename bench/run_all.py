@@ -8,6 +8,9 @@ from pathlib import Path
 
 BENCHES = [
     "bench_terminal.py",
+    "bench_vs_others.py",  # with --ttyd / --terminado-path when they are installed (terminal_speed.md)
+    "bench_pty_read.py",
+    "bench_browser_render.py",
     "bench_session_end.py",
     "bench_install_priority.py",
     "bench_proxy.py",
