@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_terminal import raw_pty_cat  # noqa: E402
+from bench_terminal import raw_pty_cat, read_pty  # noqa: E402
 
 FILE_BYTES = 15 * 1000 * 1000
 FRAME = 64 * 1024
@@ -92,12 +92,9 @@ async def loop_reader(path: Path, drain: bool) -> float:
 
     def on_readable() -> None:
         nonlocal total
-        try:
-            data = os.read(master, 65536)
-        except BlockingIOError:
+        data = read_pty(master)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             loop.remove_reader(master)
             writer.write(bytes(frame))
@@ -107,9 +104,8 @@ async def loop_reader(path: Path, drain: bool) -> float:
         total += len(data)
         last = len(data)
         while drain and last >= FULL_READ and len(frame) < FRAME:
-            try:
-                more = os.read(master, 65536)
-            except OSError:
+            more = read_pty(master)
+            if not more:  # nothing more now, or the end, which the next wake-up sees
                 break
             frame.extend(more)
             total += len(more)

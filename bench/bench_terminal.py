@@ -157,6 +157,16 @@ def raw_pty_cat(path: Path) -> tuple[float, int]:
     return elapsed, total
 
 
+def read_pty(master: int) -> bytes | None:
+    """One non-blocking read of a PTY: None while nothing is there, b"" once it has ended."""
+    try:
+        return os.read(master, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:  # EIO: the program has exited and the PTY is drained
+        return b""
+
+
 async def asyncio_pty_cat(path: Path) -> tuple[float, int]:
     """The event loop reading a PTY with add_reader and dropping the bytes: no server, no socket."""
     loop = asyncio.get_running_loop()
@@ -167,12 +177,9 @@ async def asyncio_pty_cat(path: Path) -> tuple[float, int]:
 
     def on_readable() -> None:
         nonlocal total
-        try:
-            data = os.read(master, 65536)
-        except BlockingIOError:
+        data = read_pty(master)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             loop.remove_reader(master)
             done.set_result(None)
