@@ -1,6 +1,8 @@
 // Which renderer draws a terminal: xterm.js's WebGL addon on a real GPU, its DOM renderer
 // otherwise. WebGL on a software rasteriser (SwiftShader, llvmpipe: no GPU, or GPU disabled)
-// costs more CPU than the DOM renderer, so "auto" takes it only on hardware. When WebGL
+// costs more CPU than the DOM renderer (in headless Chromium without a GPU, ttyd's page on
+// SwiftShader's WebGL drew a cat 5x slower than on the DOM renderer: bench/terminal_speed.md),
+// so "auto" takes it only on hardware. When WebGL
 // cannot start or its context is lost (driver reset, too many contexts), the terminal goes
 // back to the DOM renderer and keeps its content. The addon (a quarter of the page's
 // JavaScript) is fetched only when a terminal is to use it.
