@@ -361,6 +361,33 @@ def test_a_writer_held_back_between_truncating_and_writing_loses_nothing(home: P
     assert dict(profiles["coda"]) == NEW
 
 
+def test_a_late_write_into_the_replaced_file_is_merged_into_the_newest_one(home: Path, monkeypatch) -> None:
+    # Another program's open(path, "w") found the file just before coda_aio replaced it: it writes
+    # [p0] into the replaced file, then reads the new one and adds [p1] there. It saved both.
+    cfg = home / ".databrickscfg"
+    cfg.write_text("[prod]\ntoken = dapi-prod\n")
+    os.utime(cfg, (0, 0))
+    real_replace = os.replace
+
+    def replace_while_another_program_writes(src, dst):
+        if os.path.realpath(dst) != os.path.realpath(cfg):
+            return real_replace(src, dst)
+        monkeypatch.setattr(os, "replace", real_replace)  # once
+        read_before = cfg.read_bytes()
+        late = os.open(cfg, os.O_WRONLY | os.O_TRUNC)
+        real_replace(src, dst)
+        os.write(late, read_before + b"\n[p0]\ntoken = dapi-p0\n")
+        os.close(late)
+        cfg.write_bytes(cfg.read_bytes() + b"\n[p1]\ntoken = dapi-p1\n")
+
+    monkeypatch.setattr(os, "replace", replace_while_another_program_writes)
+    update_profile(cfg, "coda", NEW)
+    profiles = configparser.ConfigParser(interpolation=None)
+    profiles.read(cfg)
+    assert sorted(profiles.sections()) == ["coda", "p0", "p1", "prod"]
+    assert dict(profiles["coda"]) == NEW and profiles["p0"]["token"] == "dapi-p0"
+
+
 def test_many_concurrent_additions_lose_nothing(home: Path) -> None:
     cfg = home / ".databrickscfg"
     cfg.write_text(USER_FILE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -191,6 +192,35 @@ async def test_ctrl_c_reaches_the_foreground_program(manager):
     await interrupt(session, client)
     out = await run(session, client, "echo after-$((1+1))", 2, timeout=3)
     assert b"after-2" in out
+
+
+def ignored_signals(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
+
+
+async def test_ctrl_c_works_when_the_server_was_started_ignoring_it(manager):
+    # `python -m coda_aio &` in a script, or nohup: the server itself ignores SIGINT, SIGQUIT or
+    # SIGHUP, and what a process ignores its children inherit across exec.
+    ignored = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+    before = [signal.signal(sig, signal.SIG_IGN) for sig in ignored]
+    try:
+        session = await manager.create()
+    finally:
+        for sig, handler in zip(ignored, before):
+            signal.signal(sig, handler)
+    client = Recorder()
+    session.attach(client)
+    await run(session, client, "true")
+    session.write(b"sleep 30\r")
+    await eventually(lambda: len(live_session_members(session.pid)) >= 2)
+    sleeper = max(live_session_members(session.pid))
+    mask = ignored_signals(sleeper)
+    assert not [sig.name for sig in ignored if mask & (1 << (sig - 1))], "the terminal's program ignores them"
+    await interrupt(session, client)
+    assert b"after-2" in await run(session, client, "echo after-$((1+1))", 2, timeout=3)
 
 
 async def test_resize_is_seen_by_the_program_and_clamped(manager):

@@ -20,7 +20,9 @@ editors), and none of them lock it. So an update
   target, which stays a symlink), re-reads and compares just before ``os.replace``, and
   starts again when anything changed;
 - after the replace, looks at the file it replaced through the descriptor still open on
-  it: a writer that had it open and wrote in the last instant is merged, not lost.
+  it: what a writer that had it open wrote there in the last instant is not lost, but the
+  profiles it changed are set again in the newest file (not the late file put back, which
+  would lose whatever was written to the new one since).
 """
 
 from __future__ import annotations
@@ -428,11 +430,15 @@ def update_profile(path: Path, profile: str, values: dict[str, str], *,
 
 def _update_locked(path: Path, target: Path, profile: str, values: dict[str, str], lock_fd: int) -> None:
     ours = _last_written(lock_fd)
-    source: _Snapshot | None = None  # content a late writer left in a file we replaced
+    # What late writers put in files we had replaced, to set in the newest file with our values:
+    # the newest is theirs or someone's built on ours, and replacing it with the late file's
+    # content would lose whatever was written there since.
+    late_profiles: dict[str, dict[str, str]] = {}
+    written = False
     watched: tuple | None = None  # a file dated in the future, as we saw it a settle period ago
     for _ in range(MAX_ATTEMPTS):
         snap = _snapshot(path, target)
-        if snap is None or (source is None and _recently_changed_by_someone_else(snap, ours, watched)):
+        if snap is None or _recently_changed_by_someone_else(snap, ours, watched):
             if snap:
                 watched = _signature(snap.stat)
                 snap.close()
@@ -440,10 +446,13 @@ def _update_locked(path: Path, target: Path, profile: str, values: dict[str, str
             continue
         try:
             try:
-                updated = _checked_render(path, _decode(path, (source or snap).data), profile, values).encode()
+                text = _decode(path, snap.data)
+                for other, keys in late_profiles.items():
+                    text = _checked_render(path, text, other, keys)
+                updated = _checked_render(path, text, profile, values).encode()
             except ConfigFileError:
-                if source is not None:
-                    return  # what the late writer left cannot be merged; our update stands
+                if written:
+                    return  # the late writes cannot be merged into what is there now; our update stands
                 raise
             try:
                 tmp = write_temp(target.parent, target.name, updated, 0o600)
@@ -451,18 +460,43 @@ def _update_locked(path: Path, target: Path, profile: str, values: dict[str, str
                 raise ConfigFileError(f"{path} cannot be written ({e.strerror}); coda_aio will try again") from None
             try:
                 if not _unchanged(snap, target):
-                    source = None  # someone wrote since: their file is now the newest word
-                    continue
+                    continue  # someone wrote since: their file is now the newest word
                 os.replace(tmp, target)
             except OSError as e:
                 raise ConfigFileError(f"{path} cannot be replaced ({e.strerror}); coda_aio will try again") from None
             finally:
                 discard(tmp)
             sync_folder(target.parent)
+            written = True
             ours = _remember_written(lock_fd, target) or ours
-            source = _late_write(snap)
-            if source is None:
+            late = _late_write(snap)
+            changes = {} if late is None else _changed_profiles(snap.data, late.data, profile, values)
+            if not changes:
                 return
+            for other, keys in changes.items():
+                late_profiles.setdefault(other, {}).update(keys)
         finally:
             snap.close()
+    if written:
+        return  # our update is in; a late writer kept writing and has its own file to show for it
     raise ConfigFileError(f"{path} kept changing while coda_aio updated it; coda_aio will try again")
+
+
+def _changed_profiles(before: bytes, after: bytes, profile: str, values: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The keys ``after`` sets differently from ``before``, by profile; never the keys we set
+    (a late writer built on what it read before our update: its values of ours are the old ones),
+    nor values we could not write back (empty or on several lines). Unparseable: nothing."""
+    try:
+        old = _everything(_parse(Path("<before>"), before.decode("utf-8")))
+        new = _everything(_parse(Path("<after>"), after.decode("utf-8")))
+    except (ConfigFileError, UnicodeDecodeError):
+        return {}
+    ours = {k.lower() for k in values}
+    changes: dict[str, dict[str, str]] = {}
+    for name, keys in new.items():
+        for key, value in keys.items():
+            if old.get(name, {}).get(key) == value or (name == profile and key in ours):
+                continue
+            if value and not any(c in value for c in "\r\n"):
+                changes.setdefault(name, {})[key] = value
+    return changes

@@ -60,6 +60,13 @@ def _prepare_child(oom_score_adj: int | None) -> None:
     # Runs in the child between fork and exec, after setsid(): without a controlling
     # terminal bash has no job control and Ctrl-C would not reach the foreground program.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # Ignored signals and the blocked mask survive exec. A server started in the background of a
+    # script (`python -m coda_aio &`, nohup) ignores SIGINT and SIGQUIT, and every program of its
+    # terminals would then shrug off Ctrl-C: the terminal starts as a login would, with defaults.
+    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if oom_score_adj is not None:
         try:
             with open("/proc/self/oom_score_adj", "w") as f:
