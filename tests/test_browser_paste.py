@@ -27,7 +27,7 @@ from browser_util import (
     wait_for_state,
     wait_replayed,
 )
-from conftest import USER, serving
+from conftest import USER, eventually, serving
 from coda_aio.testing.fake_workspace import FakeWorkspace
 from test_file_transfer import page_message, png
 
@@ -116,7 +116,9 @@ async def test_the_menus_paste_pastes_text_and_uploads_an_image(browser, served,
 
     await page.evaluate(WRITE_TEXT, "from-menu ")
     await paste_from_menu()
-    await page.wait_for_function("() => document.getElementById('terminal-menu').hidden")
+    # The page reads the clipboard after the menu closes: the image may be copied only once
+    # the text has landed, as a person sees it land before copying something else.
+    await eventually(lambda: capture.read_bytes() == b"from-menu ", timeout=10)
     image = png(2, 2)
     await page.evaluate(WRITE_PNG, base64.b64encode(image).decode())
     await paste_from_menu()
