@@ -421,7 +421,7 @@ def update_profile(path: Path, profile: str, values: dict[str, str], *,
     written, or kept changing under us.
     """
     for key, value in values.items():
-        if not value or any(c in value for c in "\r\n"):
+        if not _writable(value):
             raise ValueError(f"refusing to write an empty or multi-line value for {key!r}")
     target = Path(os.path.realpath(path))
     with _advisory_lock(path.with_name(path.name + ".lock"), lock_timeout) as lock_fd:
@@ -486,10 +486,11 @@ def _changed_profiles(before: bytes, after: bytes, profile: str, values: dict[st
     """The keys ``after`` sets differently from ``before``, by profile; never the keys we set
     (a late writer built on what it read before our update: its values of ours are the old ones),
     nor values we could not write back (empty or on several lines). Unparseable: nothing."""
+    late = Path("<late write>")
     try:
-        old = _everything(_parse(Path("<before>"), before.decode("utf-8")))
-        new = _everything(_parse(Path("<after>"), after.decode("utf-8")))
-    except (ConfigFileError, UnicodeDecodeError):
+        old = _everything(_parse(late, _decode(late, before)))
+        new = _everything(_parse(late, _decode(late, after)))
+    except ConfigFileError:
         return {}
     ours = {k.lower() for k in values}
     changes: dict[str, dict[str, str]] = {}
@@ -497,6 +498,11 @@ def _changed_profiles(before: bytes, after: bytes, profile: str, values: dict[st
         for key, value in keys.items():
             if old.get(name, {}).get(key) == value or (name == profile and key in ours):
                 continue
-            if value and not any(c in value for c in "\r\n"):
+            if _writable(value):
                 changes.setdefault(name, {})[key] = value
     return changes
+
+
+def _writable(value: str) -> bool:
+    """A value one ``key = value`` line holds as it is."""
+    return bool(value) and not any(c in value for c in "\r\n")
