@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import threading
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -386,6 +387,49 @@ def test_a_late_write_into_the_replaced_file_is_merged_into_the_newest_one(home:
     profiles.read(cfg)
     assert sorted(profiles.sections()) == ["coda", "p0", "p1", "prod"]
     assert dict(profiles["coda"]) == NEW and profiles["p0"]["token"] == "dapi-p0"
+
+
+# An update killed (SIGKILL: the OOM killer, a power cut) at one step: between writing its temp
+# file and the replace, or just after the replace.
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from coda_aio.credentials.databrickscfg import update_profile
+path, step = Path(sys.argv[1]), sys.argv[2]
+real_replace = os.replace
+
+def replace(src, dst):
+    if step == "after-replace":
+        real_replace(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+update_profile(path, "coda", {"token": "dapi-killed"})
+"""
+
+
+@pytest.mark.parametrize("step", ["before-replace", "after-replace"])
+def test_an_update_killed_at_each_step_leaves_a_whole_file_and_no_copy_of_it(home: Path, step: str) -> None:
+    cfg = home / ".databrickscfg"
+    cfg.write_text(USER_FILE)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(cfg), step], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    expected = {"before-replace": "dapi-old", "after-replace": "dapi-killed"}[step]
+    assert read_profile(cfg, "coda")["token"] == expected
+    assert lines_other_than(cfg.read_text(), "coda") == lines_other_than(USER_FILE, "coda")
+    left = [p for p in home.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == (1 if step == "before-replace" else 0)
+    # Another update in flight right now has a temp file of its own (a name mkstemp could make),
+    # and the user keeps an old copy under a name it could not: only the dead update's goes.
+    in_flight = home / ".databrickscfg.inflight.tmp"
+    in_flight.write_text("[coda]\ntoken = dapi-in-flight\n")
+    users_copy = home / ".databrickscfg.my-copy.tmp"
+    users_copy.write_text(USER_FILE)
+    for old in [*left, users_copy]:  # over a minute ago
+        os.utime(old, (time.time() - 120, time.time() - 120))
+    update_profile(cfg, "coda", NEW)
+    assert read_profile(cfg, "coda") == {**NEW, "extra": "keep me\ncontinued line"}
+    assert sorted(p.name for p in home.iterdir() if p.name.endswith(".tmp")) == [in_flight.name, users_copy.name]
 
 
 def test_many_concurrent_additions_lose_nothing(home: Path) -> None:

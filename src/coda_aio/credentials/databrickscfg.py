@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from coda_aio.files import discard, sync_folder, write_temp
+from coda_aio.files import discard, discard_stale_temps, sync_folder, write_temp
 
 _BOM = "\ufeff"
 # What open() in text mode (as the SDK reads the file) takes for a line break.
@@ -425,6 +425,9 @@ def update_profile(path: Path, profile: str, values: dict[str, str], *,
             raise ValueError(f"refusing to write an empty or multi-line value for {key!r}")
     target = Path(os.path.realpath(path))
     with _advisory_lock(path.with_name(path.name + ".lock"), lock_timeout) as lock_fd:
+        # A copy of the file with a token in it, in the user's home, from an update killed
+        # between writing its temp file and the replace.
+        discard_stale_temps(target.parent, target.name)
         _update_locked(path, target, profile, values, lock_fd)
 
 
